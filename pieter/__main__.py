@@ -1,0 +1,5 @@
+import sys
+
+from pieter.cli import main
+
+sys.exit(main())

@@ -1,0 +1,23 @@
+"""The HTTP API, one module per resource; `add_routes` is the whole routing table."""
+
+from sanic import Sanic
+
+from pieter.api import jobs, repos, service
+
+
+def add_routes(app: Sanic) -> None:
+    app.add_route(service.info, "/", methods=["GET"])
+    app.add_route(repos.list_repos, "/repos", methods=["GET"])
+    app.add_route(repos.get_repo, "/repos/<repo>", methods=["GET"])
+    app.add_route(repos.put_repo, "/repos/<repo>", methods=["PUT"])
+    app.add_route(repos.delete_repo, "/repos/<repo>", methods=["DELETE"])
+    app.add_route(repos.get_scenario, "/repos/<repo>/<scenario>", methods=["GET"])
+    app.add_route(repos.put_scenario, "/repos/<repo>/<scenario>", methods=["PUT"])
+    app.add_route(repos.delete_scenario, "/repos/<repo>/<scenario>", methods=["DELETE"])
+    app.add_route(jobs.queue_job, "/repos/<repo>/<scenario>", methods=["PATCH"])
+    app.add_route(repos.get_script, "/repos/<repo>/<scenario>/script", methods=["GET"])
+    app.add_route(jobs.list_jobs, "/jobs", methods=["GET"])
+    app.add_route(jobs.get_job, "/jobs/<job_id>", methods=["GET"])
+    app.add_route(jobs.delete_job, "/jobs/<job_id>", methods=["DELETE"])
+    app.add_route(jobs.cancel_job, "/jobs/<job_id>/cancel", methods=["POST"])
+    app.add_route(jobs.get_log, "/jobs/<job_id>/log", methods=["GET"])

@@ -1,0 +1,109 @@
+"""Jobs: queue one (PATCH on a scenario), list, read, cancel, delete, and read or follow its log."""
+
+import asyncio
+
+from sanic import Request
+from sanic.response import HTTPResponse, json, raw
+
+from pieter import workspaces
+from pieter.api.body import json_object
+from pieter.errors import BadRequest, NotFound
+from pieter.models import ENDED, State, check_env, check_name
+
+FOLLOW_POLL_SECONDS = 0.2
+MAX_PAGE = 200
+
+
+def job_id_of(text: str) -> int:
+    if not text.isdigit() or len(text) > 18 or int(text) == 0:
+        raise NotFound(f"no job {text[:40]!r}: job ids are positive whole numbers")
+    return int(text)
+
+
+def whole_number(request: Request, name: str, default: int, highest: int) -> int:
+    text = request.args.get(name, str(default))
+    if not text.isdigit() or int(text) > highest:
+        raise BadRequest(f"{name} must be a whole number from 0 to {highest}")
+    return int(text)
+
+
+async def queue_job(request: Request, repo: str, scenario: str) -> HTTPResponse:
+    """201 with the job and `Location: /jobs/{id}`; the job snapshots the script and source now."""
+    check_name("repo", repo)
+    check_name("scenario", scenario)
+    env = check_env(json_object(request, {"env"}).get("env", {}))
+    store = request.app.ctx.store
+    job_id = await store.create_job(repo, scenario, env)
+    return json(await store.job(job_id), status=201, headers={"Location": f"/jobs/{job_id}"})
+
+
+async def list_jobs(request: Request) -> HTTPResponse:
+    """Newest first; `?repo=&scenario=&state=&offset=&limit=`."""
+    repo = request.args.get("repo")
+    scenario = request.args.get("scenario")
+    state = request.args.get("state")
+    if state is not None and state not in {s.value for s in State}:
+        raise BadRequest(f"state must be one of {', '.join(s.value for s in State)}")
+    offset = whole_number(request, "offset", 0, 10**9)
+    limit = whole_number(request, "limit", 20, MAX_PAGE)
+    total, jobs = await request.app.ctx.store.list_jobs(
+        repo and check_name("repo", repo), scenario and check_name("scenario", scenario), state, offset, limit
+    )
+    return json({"jobs": jobs, "total": total, "offset": offset, "limit": limit})
+
+
+async def get_job(request: Request, job_id: str) -> HTTPResponse:
+    return json(await request.app.ctx.store.job(job_id_of(job_id)))
+
+
+async def cancel_job(request: Request, job_id: str) -> HTTPResponse:
+    """Cancel a queued or running job (409 when it has already ended); a running one is stopped."""
+    number = job_id_of(job_id)
+    ctx = request.app.ctx
+    was = await ctx.store.cancel_job(number)
+    if was != "cancelled":
+        return json({"error": f"job {number} has already ended ({was})"}, status=409)
+    await ctx.dispatcher.cancel(number)
+    return json(await ctx.store.job(number))
+
+
+async def delete_job(request: Request, job_id: str) -> HTTPResponse:
+    """Cancel the job if it has not ended, then remove its record, log and workspace."""
+    number = job_id_of(job_id)
+    ctx = request.app.ctx
+    if await ctx.store.cancel_job(number) == "cancelled":
+        await ctx.dispatcher.cancel(number)
+        task = ctx.dispatcher.tasks.get(number)
+        if task is not None:
+            await asyncio.wait([task], timeout=10)
+    await ctx.store.delete_job(number)
+    workspaces.remove(ctx.config.state_dir, number)
+    return json({"deleted": number})
+
+
+async def get_log(request: Request, job_id: str) -> HTTPResponse | None:
+    """Plain text; `?offset=N` skips the first N lines; `?follow=1` streams until the job has ended."""
+    number = job_id_of(job_id)
+    store = request.app.ctx.store
+    offset = whole_number(request, "offset", 0, 10**9)
+    state = await store.job_state(number)
+    if request.args.get("follow") not in ("1", "true", "yes"):
+        return raw(_text(await store.log(number, offset)), content_type="text/plain; charset=utf-8")
+    response = await request.respond(content_type="text/plain; charset=utf-8")
+    while True:
+        ended = state in ENDED  # read before the lines: an ended job's log is complete
+        lines = await store.log(number, offset)
+        if lines:
+            await response.send(_text(lines))
+            offset += len(lines)
+        elif ended:
+            break
+        else:
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+        state = await store.job_state(number)
+    await response.eof()
+    return None
+
+
+def _text(lines: list[bytes]) -> bytes:
+    return b"".join(line + b"\n" for line in lines)

@@ -1,0 +1,53 @@
+"""The `pieter` command: each subcommand a function returning an exit code; the work is done elsewhere."""
+
+import argparse
+import logging
+import socket
+import sys
+
+from pieter import __version__
+from pieter.config import ConfigError, load
+
+
+def inherited_socket() -> socket.socket | None:
+    """The listening socket systemd passed us (socket activation), if any."""
+    from systemd import daemon
+
+    fds = daemon.listen_fds()
+    return socket.socket(fileno=fds[0]) if fds else None
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve the API: on the socket systemd passes, else on PIETER_API_HOST:PIETER_API_PORT."""
+    from systemd import daemon
+
+    from pieter.app import create_app
+
+    config = load()
+    app = create_app(config)
+
+    @app.after_server_start
+    async def ready(app: object) -> None:
+        daemon.notify("READY=1")
+
+    sock = inherited_socket()
+    # single_process: worker mode would shut an inherited socket down and break socket activation
+    if sock is not None:
+        app.run(sock=sock, single_process=True, access_log=False)
+    else:
+        app.run(host=config.api_host, port=config.api_port, single_process=True, access_log=False)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pieter", description="Pieter CI, a lightweight private CI server.")
+    parser.add_argument("--version", action="version", version=f"pieter {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve the HTTP API and run jobs").set_defaults(func=serve)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"pieter: configuration error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,91 @@
+"""Settings, read once: the environment wins over the config file, the file over the defaults.
+
+The file holds `PIETER_*=value` lines, so systemd can use it as an `EnvironmentFile=` too. This is the only
+module that reads `os.environ` for settings; everything else receives a `Config`.
+"""
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+DEFAULT_CONFIG_FILE = "/etc/pieter-ci/pieter.conf"
+RUNNERS = ("auto", "local", "systemd")
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    redis_url: str = ""
+    db_host: str = "127.0.0.1"
+    db_port: int = 6379
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    state_dir: Path = Path("/var/lib/pieter-ci")
+    runner: str = "auto"
+    max_jobs: int = os.cpu_count() or 1
+    job_timeout: int = 3600
+    keep_jobs: int = 50
+    log_max_bytes: int = 16 * 1024 * 1024
+    max_script_bytes: int = 1024 * 1024
+    host: str = socket.gethostname()
+
+    @property
+    def redis(self) -> str:
+        """Where Redis is: PIETER_REDIS_URL when set, else the original's PIETER_DB_HOST/PORT pair."""
+        return self.redis_url or f"redis://{self.db_host}:{self.db_port}/0"
+
+
+def _convert(field: dataclasses.Field, key: str, raw: str) -> object:
+    kind = field.type
+    if kind is int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{key}={raw!r} is not a whole number") from None
+        if value < 0 or (value == 0 and field.name in ("max_jobs", "max_script_bytes", "log_max_bytes")):
+            raise ConfigError(f"{key}={raw!r} is out of range")
+        return value
+    if kind is Path:
+        return Path(raw)
+    if field.name == "runner" and raw not in RUNNERS:
+        raise ConfigError(f"{key}={raw!r}: choose one of {', '.join(RUNNERS)}")
+    return raw
+
+
+def env_key(name: str) -> str:
+    return "PIETER_" + name.upper()
+
+
+def read_config_file(path: Path) -> dict[str, str]:
+    """`KEY=value` lines; `#` comments; optional matching quotes around the value (as systemd reads them)."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ConfigError(f"{path}:{number}: expected KEY=value, got {line!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def load(environ: Mapping[str, str] = os.environ) -> Config:
+    """The settings in force: defaults < config file (`PIETER_CONFIG`, if it exists) < environment."""
+    path = Path(environ.get("PIETER_CONFIG", DEFAULT_CONFIG_FILE))
+    merged = read_config_file(path) if path.is_file() else {}
+    merged.update({k: v for k, v in environ.items() if k.startswith("PIETER_")})
+    values = {}
+    for field in dataclasses.fields(Config):
+        key = env_key(field.name)
+        if merged.get(key, "") != "":
+            values[field.name] = _convert(field, key, merged[key])
+    return Config(**values)

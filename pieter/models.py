@@ -1,0 +1,158 @@
+"""What the API accepts and returns: names, parameters, scenario settings, job states and results.
+
+Plain functions and types, no I/O: every check that guards a path, a Redis key or a unit name lives here.
+"""
+
+import enum
+import re
+
+from pieter.errors import BadRequest, TooLarge
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Variables that make a loader, shell or interpreter run code of the caller's choosing before the script.
+FORBIDDEN_ENV = re.compile(
+    r"LD_.*|BASH_ENV|ENV|BASH_FUNC_.*|SHELLOPTS|BASHOPTS|PS4|IFS|PYTHON.*|PERL5?LIB|PERL5OPT|RUBYOPT|RUBYLIB"
+    r"|NODE_OPTIONS|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|PIETER_.*"  # PIETER_* are ours to set
+)
+MAX_ENV_VALUE = 32 * 1024
+MAX_ENV_ENTRIES = 256
+
+
+class State(str, enum.Enum):
+    """Where a job is in its life: queued → running → success | fail | cancelled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAIL = "fail"
+    CANCELLED = "cancelled"
+
+
+ENDED = (State.SUCCESS, State.FAIL, State.CANCELLED)
+
+
+class Result(str, enum.Enum):
+    """Why a job ended (systemd's words where it has them)."""
+
+    SUCCESS = "success"  # exit status 0
+    EXIT_CODE = "exit-code"  # non-zero exit status
+    SIGNAL = "signal"  # killed by a signal (and an OOM kill on a cgroup-v1 host)
+    TIMEOUT = "timeout"  # ran past its timeout and was killed
+    OOM_KILL = "oom-kill"  # hit its memory limit (cgroup v2)
+    CANCELLED = "cancelled"  # cancelled by a user
+    LOST = "lost"  # the runner that ran it went away without a result
+    ERROR = "error"  # Pieter could not run it (the clone failed, the workspace could not be made)
+
+    @property
+    def state(self) -> State:
+        if self is Result.SUCCESS:
+            return State.SUCCESS
+        return State.CANCELLED if self is Result.CANCELLED else State.FAIL
+
+
+def check_name(kind: str, name: str) -> str:
+    """Repo and scenario names become paths, Redis keys and unit names: keep them plain."""
+    if not NAME_RE.fullmatch(name) or ".." in name:
+        raise BadRequest(
+            f"invalid {kind} name {name[:80]!r}: use 1 to 64 of A-Z a-z 0-9 _ . -, "
+            "starting with a letter or digit, without '..'"
+        )
+    return name
+
+
+def check_source(source: object) -> str:
+    """A git URL or a local path; nothing git would read as an option or as a helper command."""
+    if not isinstance(source, str):
+        raise BadRequest("source must be a string (a git URL or a local path)")
+    if source != source.strip() or any(ord(c) < 32 or c == "\x7f" for c in source):
+        raise BadRequest("source must not contain spaces at its ends or control characters")
+    if len(source) > 2048:
+        raise BadRequest("source is longer than 2048 characters")
+    if source.startswith("-"):
+        raise BadRequest("source must not start with '-' (git would read it as an option)")
+    if "::" in source.split("/", 1)[0] or source.lower().startswith("ext:"):
+        raise BadRequest("source uses a git remote helper (such as ext::), which is not allowed")
+    return source
+
+
+def check_env(env: object) -> dict[str, str]:
+    """Job parameters: plain names, string values, no loader or interpreter hooks."""
+    if not isinstance(env, dict):
+        raise BadRequest('env must be an object of names to strings, e.g. {"env": {"KEY": "value"}}')
+    if len(env) > MAX_ENV_ENTRIES:
+        raise BadRequest(f"env has more than {MAX_ENV_ENTRIES} entries")
+    for name, value in env.items():
+        if not ENV_NAME_RE.fullmatch(name) or len(name) > 128:
+            raise BadRequest(f"invalid env name {name[:80]!r}: use [A-Za-z_][A-Za-z0-9_]*, at most 128 characters")
+        if FORBIDDEN_ENV.fullmatch(name.upper()):
+            raise BadRequest(f"env name {name!r} is not allowed: it would change how the job's programs start")
+        if not isinstance(value, str):
+            raise BadRequest(f"env value of {name!r} must be a string")
+        if "\x00" in value or len(value) > MAX_ENV_VALUE:
+            raise BadRequest(f"env value of {name!r} must be at most {MAX_ENV_VALUE} characters, without NUL")
+    return env
+
+
+# Scenario settings: query parameters of PUT /repos/{repo}/{scenario}. Each maps a name to its checker.
+def _seconds(value: str) -> str:
+    if not value.isdigit() or not 1 <= int(value) <= 7 * 24 * 3600:
+        raise ValueError("a whole number of seconds from 1 to 604800")
+    return str(int(value))
+
+
+def _count(value: str) -> str:
+    if not value.isdigit() or not 1 <= int(value) <= 1_000_000:
+        raise ValueError("a whole number from 1 to 1000000")
+    return str(int(value))
+
+
+def _percent(value: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]{0,4}%", value):
+        raise ValueError("a percentage of one CPU such as 50% or 200%")
+    return value
+
+
+def _bytes(value: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]{0,15}[KMGT]?|[1-9][0-9]?%", value):
+        raise ValueError("a size such as 512M or 2G, or a share of memory such as 25%")
+    return value
+
+
+SETTINGS = {
+    "timeout": _seconds,  # PIETER_JOB_TIMEOUT for this scenario
+    "keep_jobs": _count,  # PIETER_KEEP_JOBS for this scenario
+    "cpu_quota": _percent,  # PIETER_JOB_CPU_QUOTA (systemd runner)
+    "memory_max": _bytes,  # PIETER_JOB_MEMORY_MAX (systemd runner)
+    "tasks_max": _count,  # PIETER_JOB_TASKS_MAX (systemd runner)
+}
+
+
+def check_settings(args: dict[str, list[str]]) -> dict[str, str]:
+    """Query parameters to settings; an empty value ('timeout==') clears a setting."""
+    settings = {}
+    for name, values in args.items():
+        if name not in SETTINGS:
+            raise BadRequest(f"unknown scenario setting {name[:80]!r}; known: {', '.join(SETTINGS)}")
+        if len(values) != 1:
+            raise BadRequest(f"scenario setting {name!r} is given more than once")
+        value = values[0]
+        if value == "":
+            settings[name] = ""
+            continue
+        try:
+            settings[name] = SETTINGS[name](value)
+        except ValueError as e:
+            raise BadRequest(f"scenario setting {name}={value[:80]!r}: expected {e}") from None
+    return settings
+
+
+def redact_source(source: str) -> str:
+    """A source URL without the password a user may have put in it, for output."""
+    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", source)
+
+
+def check_script(script: bytes, limit: int) -> bytes:
+    if len(script) > limit:
+        raise TooLarge(f"script is {len(script)} bytes, more than PIETER_MAX_SCRIPT_BYTES={limit}")
+    return script

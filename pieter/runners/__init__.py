@@ -1,0 +1,22 @@
+"""Runners run one job each; `base.py` is the protocol both implement. `pick()` chooses the one in force."""
+
+from pieter.config import Config
+from pieter.runners.base import Runner
+
+
+def systemd_booted() -> bool:
+    """sd_booted(): PID 1 is systemd (what `systemd.daemon.booted()` checks, without importing it)."""
+    import os
+
+    return os.path.isdir("/run/systemd/system")
+
+
+def pick(config: Config) -> Runner:
+    """`PIETER_RUNNER=auto` takes the systemd runner on a host booted with systemd, else the local one."""
+    from pieter.runners.local import LocalRunner
+
+    if config.runner == "systemd" or (config.runner == "auto" and systemd_booted()):
+        from pieter.runners.systemd import SystemdRunner
+
+        return SystemdRunner(config)
+    return LocalRunner(config)

@@ -1,0 +1,110 @@
+"""The local runner: each job a subprocess of the server, in its own session, for hosts without systemd.
+
+Its jobs are the server's children and end with it; a job found `running` at the next start is `lost`.
+"""
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+from pieter.config import Config
+from pieter.models import Result
+from pieter.runners.base import JobFiles, LogSink, Outcome
+from pieter.workspaces import JOB_WRAPPER, job_environment
+
+log = logging.getLogger(__name__)
+
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+FLUSH_LINES = 1000  # at most this many lines per write to Redis
+FLUSH_SECONDS = 0.1  # and lines wait at most this long before they are written
+MAX_LINE = 64 * 1024  # a longer line is split: Redis keeps lines, not unbounded blobs
+
+
+async def pump_lines(stream: asyncio.StreamReader, sink: LogSink) -> None:
+    """Read a job's output and pass it on in lines, in batches, without holding a quiet line back."""
+    pending: list[bytes] = []
+    partial = b""
+    while True:
+        try:
+            data = await asyncio.wait_for(stream.read(65536), FLUSH_SECONDS if pending else None)
+        except TimeoutError:
+            await sink(pending)
+            pending = []
+            continue
+        if not data:
+            break
+        *lines, partial = (partial + data).split(b"\n")
+        pending.extend(lines)
+        while len(partial) > MAX_LINE:
+            pending.append(partial[:MAX_LINE])
+            partial = partial[MAX_LINE:]
+        if len(pending) >= FLUSH_LINES:
+            for start in range(0, len(pending), FLUSH_LINES):
+                await sink(pending[start : start + FLUSH_LINES])
+            pending = []
+    if partial:
+        pending.append(partial)
+    for start in range(0, len(pending), FLUSH_LINES):
+        await sink(pending[start : start + FLUSH_LINES])
+
+
+def kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+class LocalRunner:
+    name = "local"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.running: dict[int, asyncio.subprocess.Process] = {}
+
+    async def run(self, job: dict[str, Any], files: JobFiles, log_sink: LogSink) -> Outcome:
+        timeout = float(job["settings"].get("timeout") or self.config.job_timeout or 0) or None
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh", str(JOB_WRAPPER), str(files.job_dir),
+            cwd=files.workspace, env=job_environment(job, files), start_new_session=True,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        self.running[job["id"]] = proc
+        pump = asyncio.create_task(pump_lines(proc.stdout, log_sink))  # type: ignore[arg-type]
+        timed_out = False
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            timed_out = True
+            await self._stop(proc)
+        except asyncio.CancelledError:  # the server is stopping: the job goes with it
+            await self._stop(proc)
+            raise
+        finally:
+            kill_group(proc.pid, signal.SIGKILL)  # children the script left behind die with it
+            self.running.pop(job["id"], None)
+        await pump
+        if timed_out:
+            return Outcome(Result.TIMEOUT, proc.returncode)
+        return files.outcome(proc.returncode)  # type: ignore[arg-type]
+
+    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
+        """SIGTERM to the job's whole process group, SIGKILL after a grace period."""
+        kill_group(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), KILL_GRACE)
+        except TimeoutError:
+            kill_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+    async def reattach(self, job: dict[str, Any], log_sink: LogSink) -> Outcome:
+        """A local job cannot outlive the server that ran it: it is lost."""
+        await log_sink([b"pieter: the server stopped while this job ran; its result is lost"])
+        return Outcome(Result.LOST)
+
+    async def cancel(self, job_id: int) -> None:
+        proc = self.running.get(job_id)
+        if proc is not None:
+            await self._stop(proc)

@@ -1,0 +1,478 @@
+"""The Redis layout. Every key is spelled here, and every change of state is one Lua call or MULTI/EXEC.
+
+Keys (prefix `pieter:`; values readable in redis-cli):
+    schema                      string   layout version (SCHEMA_VERSION)
+    repos                       zset     repo names, score 0 (lexical order)
+    repo:{repo}                 hash     name source created updated latest_job
+    repo:{repo}:scenarios       zset     scenario names, score 0
+    scenario:{repo}:{scenario}  hash     script (raw bytes) created updated latest_job set:{setting}...
+    job:next                    string   last job id given out (INCR)
+    job:{id}                    hash     the job record (see JOB_FIELDS), script and source snapshots,
+                                         log_bytes (-1 once the log was cut at its cap)
+    job:{id}:log                list     the job's output lines, in order
+    jobs                        zset     every job id, score = id
+    jobs:repo:{repo}            zset     job ids of a repo
+    jobs:scenario:{repo}:{scn}  zset     job ids of a scenario
+    jobs:state:{state}          zset     job ids in each state
+    queue                       stream   one entry {job: id} per queued job; consumer group `runners`,
+                                         one consumer per host; acked when the job has ended
+    cancel                      pubsub   job ids cancelled, for the host that runs them
+Only job records hold state; indexes are kept in step by the same Lua call that changes a record.
+"""
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from pieter.errors import BadRequest, NotFound
+from pieter.models import ENDED, Result, State, redact_source
+
+SCHEMA_VERSION = "1"
+PREFIX = "pieter:"
+QUEUE = PREFIX + "queue"
+GROUP = "runners"
+CANCEL_CHANNEL = PREFIX + "cancel"
+LOG_CUT_MARKER = b"[pieter: log cut here: it reached PIETER_LOG_MAX_BYTES]"
+
+JOB_FIELDS = (
+    "id", "repo", "scenario", "host", "state", "result", "rc", "env", "source", "settings",
+    "timestamp", "started", "finished", "duration", "unit", "invocation", "cpu_seconds", "memory_peak",
+)  # fmt: skip
+INT_FIELDS = {"id", "rc", "memory_peak"}
+FLOAT_FIELDS = {"timestamp", "started", "finished", "duration", "cpu_seconds"}
+
+# Lua: move job ARGV[2] from one of the states ARGV[3] (space separated) to ARGV[4], setting field pairs
+# ARGV[5..]. Returns 'ok', or the state it found ('' if there is no such job) so the caller can say why.
+_MOVE = """
+local function move(prefix, id, allowed, to, fields)
+  local key = prefix .. 'job:' .. id
+  local cur = redis.call('HGET', key, 'state')
+  if not cur then return '' end
+  if not string.find(' ' .. allowed .. ' ', ' ' .. cur .. ' ', 1, true) then return cur end
+  redis.call('ZREM', prefix .. 'jobs:state:' .. cur, id)
+  redis.call('ZADD', prefix .. 'jobs:state:' .. to, id, id)
+  redis.call('HSET', key, 'state', to)
+  for i = 1, #fields, 2 do redis.call('HSET', key, fields[i], fields[i + 1]) end
+  if to ~= 'queued' and to ~= 'running' then
+    local started = tonumber(redis.call('HGET', key, 'started') or '')
+    local finished = tonumber(redis.call('HGET', key, 'finished') or '')
+    if started and finished then redis.call('HSET', key, 'duration', string.format('%.3f', finished - started)) end
+  end
+  return 'ok'
+end
+"""
+# Cancel every queued job of a scenario (ARGV: prefix, repo, scenario, now).
+_CANCEL_QUEUED = """
+local function cancel_queued(prefix, repo, scenario, now)
+  local ids = redis.call('ZRANGE', prefix .. 'jobs:scenario:' .. repo .. ':' .. scenario, 0, -1)
+  local cancelled = {}
+  for _, id in ipairs(ids) do
+    if move(prefix, id, 'queued', 'cancelled', {'result', 'cancelled', 'finished', now}) == 'ok' then
+      table.insert(cancelled, id)
+    end
+  end
+  return cancelled
+end
+"""
+TRANSITION = _MOVE + "return move(ARGV[1], ARGV[2], ARGV[3], ARGV[4], {unpack(ARGV, 5)})"
+
+CREATE_JOB = """
+local prefix, repo, scenario = ARGV[1], ARGV[2], ARGV[3]
+local skey = prefix .. 'scenario:' .. repo .. ':' .. scenario
+local rkey = prefix .. 'repo:' .. repo
+if redis.call('EXISTS', skey) == 0 then return 0 end
+local id = redis.call('INCR', prefix .. 'job:next')
+local key = prefix .. 'job:' .. id
+local settings = {}
+local flat = redis.call('HGETALL', skey)
+for i = 1, #flat, 2 do
+  if string.sub(flat[i], 1, 4) == 'set:' then settings[string.sub(flat[i], 5)] = flat[i + 1] end
+end
+redis.call('HSET', key, 'id', id, 'repo', repo, 'scenario', scenario, 'state', 'queued', 'script', redis.call('HGET', skey, 'script'),
+  'source', redis.call('HGET', rkey, 'source') or '', 'settings', cjson.encode(settings), unpack(ARGV, 4))
+redis.call('ZADD', prefix .. 'jobs', id, id)
+redis.call('ZADD', prefix .. 'jobs:repo:' .. repo, id, id)
+redis.call('ZADD', prefix .. 'jobs:scenario:' .. repo .. ':' .. scenario, id, id)
+redis.call('ZADD', prefix .. 'jobs:state:queued', id, id)
+redis.call('XADD', prefix .. 'queue', '*', 'job', id)
+redis.call('HSET', skey, 'latest_job', id)
+redis.call('HSET', rkey, 'latest_job', id)
+return id
+"""
+
+PUT_SCENARIO = """
+local prefix, repo, scenario, script, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local rkey = prefix .. 'repo:' .. repo
+local skey = prefix .. 'scenario:' .. repo .. ':' .. scenario
+if redis.call('EXISTS', rkey) == 0 then return -1 end
+local created = redis.call('EXISTS', skey) == 0
+if created then redis.call('HSET', skey, 'created', now) end
+redis.call('HSET', skey, 'script', script, 'updated', now)
+for i = 6, #ARGV, 2 do
+  if ARGV[i + 1] == '' then redis.call('HDEL', skey, 'set:' .. ARGV[i])
+  else redis.call('HSET', skey, 'set:' .. ARGV[i], ARGV[i + 1]) end
+end
+redis.call('ZADD', rkey .. ':scenarios', 0, scenario)
+if created then return 1 else return 0 end
+"""
+
+PUT_REPO = """
+local prefix, repo, now = ARGV[1], ARGV[2], ARGV[3]
+local rkey = prefix .. 'repo:' .. repo
+local created = redis.call('EXISTS', rkey) == 0
+if created then redis.call('HSET', rkey, 'name', repo, 'created', now, 'source', '') end
+redis.call('HSET', rkey, 'updated', now)
+for i = 4, #ARGV, 2 do redis.call('HSET', rkey, ARGV[i], ARGV[i + 1]) end
+redis.call('ZADD', prefix .. 'repos', 0, repo)
+if created then return 1 else return 0 end
+"""
+
+DELETE_SCENARIO = (
+    _MOVE
+    + _CANCEL_QUEUED
+    + """
+local prefix, repo, scenario, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('DEL', prefix .. 'scenario:' .. repo .. ':' .. scenario) == 0 then return false end
+redis.call('ZREM', prefix .. 'repo:' .. repo .. ':scenarios', scenario)
+return cancel_queued(prefix, repo, scenario, now)
+"""
+)
+
+DELETE_REPO = (
+    _MOVE
+    + _CANCEL_QUEUED
+    + """
+local prefix, repo, now = ARGV[1], ARGV[2], ARGV[3]
+local rkey = prefix .. 'repo:' .. repo
+if redis.call('DEL', rkey) == 0 then return false end
+local cancelled = {}
+for _, scenario in ipairs(redis.call('ZRANGE', rkey .. ':scenarios', 0, -1)) do
+  redis.call('DEL', prefix .. 'scenario:' .. repo .. ':' .. scenario)
+  for _, id in ipairs(cancel_queued(prefix, repo, scenario, now)) do table.insert(cancelled, id) end
+end
+redis.call('DEL', rkey .. ':scenarios')
+redis.call('ZREM', prefix .. 'repos', repo)
+return cancelled
+"""
+)
+
+DELETE_JOB = """
+local prefix, id = ARGV[1], ARGV[2]
+local key = prefix .. 'job:' .. id
+local f = redis.call('HMGET', key, 'repo', 'scenario', 'state')
+if not f[3] then return 0 end
+redis.call('ZREM', prefix .. 'jobs', id)
+redis.call('ZREM', prefix .. 'jobs:repo:' .. f[1], id)
+redis.call('ZREM', prefix .. 'jobs:scenario:' .. f[1] .. ':' .. f[2], id)
+redis.call('ZREM', prefix .. 'jobs:state:' .. f[3], id)
+redis.call('DEL', key, key .. ':log')
+return 1
+"""
+
+# Append lines ARGV[5..] to job ARGV[2]'s log up to ARGV[3] bytes; past it, one marker line and nothing more.
+APPEND_LOG = """
+local key = ARGV[1] .. 'job:' .. ARGV[2]
+local used = tonumber(redis.call('HGET', key, 'log_bytes') or '0')
+if redis.call('EXISTS', key) == 0 or used < 0 then return 0 end
+local cap, batch = tonumber(ARGV[3]), {}
+for i = 5, #ARGV do
+  used = used + #ARGV[i] + 1
+  if used > cap then
+    table.insert(batch, ARGV[4])
+    used = -1
+    break
+  end
+  table.insert(batch, ARGV[i])
+end
+if #batch > 0 then redis.call('RPUSH', key .. ':log', unpack(batch)) end
+redis.call('HSET', key, 'log_bytes', used)
+return #batch
+"""
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client that fails fast, so a Redis outage becomes a 503 rather than a hung request."""
+    return aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=10)
+
+
+def _text(value: bytes | None) -> str:
+    return value.decode() if value is not None else ""
+
+
+def _num(field: str, raw: bytes | None) -> Any:
+    if raw is None or raw == b"":
+        return None
+    if field in INT_FIELDS:
+        return int(raw)
+    return float(raw) if field in FLOAT_FIELDS else raw.decode()
+
+
+class Store:
+    """The repos, scenarios, jobs, logs and queue, as one Redis holds them."""
+
+    def __init__(self, client: aioredis.Redis, log_max_bytes: int = 16 * 1024 * 1024):
+        self.redis = client
+        self.log_max_bytes = log_max_bytes
+        self._scripts = {
+            name: client.register_script(body)
+            for name, body in {
+                "transition": TRANSITION,
+                "create_job": CREATE_JOB,
+                "put_scenario": PUT_SCENARIO,
+                "put_repo": PUT_REPO,
+                "delete_scenario": DELETE_SCENARIO,
+                "delete_repo": DELETE_REPO,
+                "delete_job": DELETE_JOB,
+                "append_log": APPEND_LOG,
+            }.items()
+        }
+
+    async def _run(self, script: str, *args: Any) -> Any:
+        """Call a Lua script; each takes the key prefix first and builds its keys from it (one Redis, no cluster)."""
+        return await self._scripts[script](args=[PREFIX, *args])
+
+    async def prepare(self) -> None:
+        """Check the layout version (writing it into an empty database) and make the queue's consumer group."""
+        found = await self.redis.set(PREFIX + "schema", SCHEMA_VERSION, nx=True, get=True)
+        if found is not None and found.decode() != SCHEMA_VERSION:
+            raise RuntimeError(f"Redis holds Pieter data of layout {found.decode()}, this is {SCHEMA_VERSION}")
+        await self.ensure_group()
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(QUEUE, GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    # Repos
+    async def repo_names(self) -> list[str]:
+        return [_text(n) for n in await self.redis.zrange(PREFIX + "repos", 0, -1)]
+
+    async def repo(self, name: str) -> dict[str, Any]:
+        key = f"{PREFIX}repo:{name}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(key, "source", "created", "updated", "latest_job")
+            pipe.zrange(key + ":scenarios", 0, -1)
+            (source, created, updated, latest), scenarios = await pipe.execute()
+        if created is None:
+            raise NotFound(f"no repo named {name!r}")
+        return {
+            "name": name,
+            "source": redact_source(_text(source)) or None,
+            "scenarios": [_text(s) for s in scenarios],
+            "latest_job": int(latest) if latest else None,
+            "created": float(created),
+            "updated": float(updated),
+        }
+
+    async def put_repo(self, name: str, fields: dict[str, str]) -> bool:
+        """Create or update a repo with the given fields, keeping the others; True when it was created."""
+        flat = [x for pair in fields.items() for x in pair]
+        return bool(await self._run("put_repo", name, time.time(), *flat))
+
+    async def delete_repo(self, name: str) -> list[int]:
+        """Remove a repo and its scenarios; returns the queued jobs this cancelled."""
+        cancelled = await self._run("delete_repo", name, time.time())
+        if cancelled is None:
+            raise NotFound(f"no repo named {name!r}")
+        return [int(i) for i in cancelled]
+
+    # Scenarios
+    async def scenario(self, repo: str, name: str) -> dict[str, Any]:
+        flat = await self.redis.hgetall(f"{PREFIX}scenario:{repo}:{name}")
+        if not flat:
+            await self.repo(repo)  # 404 names the repo when that is what is missing
+            raise NotFound(f"no scenario named {name!r} in repo {repo!r}")
+        return {
+            "repo": repo,
+            "name": name,
+            "script": flat[b"script"],
+            "settings": {k[4:].decode(): v.decode() for k, v in flat.items() if k.startswith(b"set:")},
+            "latest_job": int(flat[b"latest_job"]) if b"latest_job" in flat else None,
+            "created": float(flat[b"created"]),
+            "updated": float(flat[b"updated"]),
+        }
+
+    async def put_scenario(self, repo: str, name: str, script: bytes, settings: dict[str, str]) -> bool:
+        """Store a script byte for byte with its settings ('' clears one); True when it was created."""
+        flat = [x for pair in settings.items() for x in pair]
+        created = await self._run("put_scenario", repo, name, script, time.time(), *flat)
+        if created == -1:
+            raise NotFound(f"no repo named {repo!r}")
+        return bool(created)
+
+    async def delete_scenario(self, repo: str, name: str) -> list[int]:
+        cancelled = await self._run("delete_scenario", repo, name, time.time())
+        if cancelled is None:
+            await self.repo(repo)
+            raise NotFound(f"no scenario named {name!r} in repo {repo!r}")
+        return [int(i) for i in cancelled]
+
+    # Jobs
+    async def create_job(self, repo: str, scenario: str, env: dict[str, str]) -> int:
+        """One step: a new id, the record with snapshots of script, source and settings, the queue entry."""
+        now = time.time()
+        job_id = await self._run("create_job", repo, scenario, "env", json.dumps(env), "timestamp", now)
+        if not job_id:
+            await self.scenario(repo, scenario)  # raises the 404 that fits
+            raise NotFound(f"no scenario named {scenario!r} in repo {repo!r}")
+        return int(job_id)
+
+    async def job(self, job_id: int) -> dict[str, Any]:
+        """The job's wire form, with the tail of its output."""
+        jobs = await self.jobs_by_id([job_id])
+        if not jobs:
+            raise NotFound(f"no job {job_id}")
+        return jobs[0]
+
+    async def jobs_by_id(self, ids: Iterable[int], tail: int = 10) -> list[dict[str, Any]]:
+        ids = list(ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(f"{PREFIX}job:{job_id}", *JOB_FIELDS)
+                pipe.lrange(f"{PREFIX}job:{job_id}:log", -tail, -1)
+            replies = await pipe.execute()
+        jobs = []
+        for values, lines in zip(replies[::2], replies[1::2], strict=True):
+            if values[0] is None:
+                continue  # deleted meanwhile
+            job = {f: _num(f, v) for f, v in zip(JOB_FIELDS, values, strict=True)}
+            job["name"] = job["id"]
+            job["env"] = json.loads(job["env"] or "{}")
+            job["settings"] = json.loads(job["settings"] or "{}")
+            job["source"] = redact_source(job["source"]) if job["source"] else None
+            job["tail"] = [line.decode(errors="replace") for line in lines]
+            jobs.append(job)
+        return jobs
+
+    async def job_spec(self, job_id: int) -> dict[str, Any]:
+        """What a runner needs to run the job: the wire form plus the script snapshot."""
+        job = await self.job(job_id)
+        script, source = await self.redis.hmget(f"{PREFIX}job:{job_id}", "script", "source")
+        job["script"], job["source"] = script or b"", _text(source)
+        return job
+
+    async def list_jobs(
+        self, repo: str | None, scenario: str | None, state: str | None, offset: int, limit: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Newest first; filters intersect their indexes (ZINTER), a single one is read directly."""
+        indexes = []
+        if repo and scenario:
+            indexes.append(f"{PREFIX}jobs:scenario:{repo}:{scenario}")
+        elif repo:
+            indexes.append(f"{PREFIX}jobs:repo:{repo}")
+        if state:
+            indexes.append(f"{PREFIX}jobs:state:{state}")
+        if scenario and not repo:
+            raise BadRequest("filtering by scenario needs the repo too (?repo=R&scenario=S)")
+        if len(indexes) <= 1:
+            key = indexes[0] if indexes else PREFIX + "jobs"
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(key)
+                pipe.zrevrange(key, offset, offset + limit - 1)
+                total, ids = await pipe.execute()
+        else:
+            ids = await self.redis.execute_command("ZINTER", len(indexes), *indexes)
+            total = len(ids)
+            ids = ids[::-1][offset : offset + limit]
+        return total, await self.jobs_by_id(int(i) for i in ids)
+
+    async def job_ids(self, state: State) -> list[int]:
+        return [int(i) for i in await self.redis.zrange(f"{PREFIX}jobs:state:{state.value}", 0, -1)]
+
+    async def transition(self, job_id: int, allowed: Iterable[State], to: State, **fields: Any) -> str:
+        """Move a job between states if it is in one of `allowed`; returns 'ok' or the state it was in."""
+        flat = [str(x) if not isinstance(x, bytes) else x for pair in fields.items() for x in pair]
+        found = await self._run("transition", job_id, " ".join(s.value for s in allowed), to.value, *flat)
+        return _text(found)
+
+    async def start_job(self, job_id: int, host: str, **fields: Any) -> bool:
+        """queued → running on this host; False when the job is no longer queued (cancelled meanwhile)."""
+        found = await self.transition(job_id, [State.QUEUED], State.RUNNING, host=host, started=time.time(), **fields)
+        return found == "ok"
+
+    async def finish_job(self, job_id: int, result: Result, rc: int | None = None, **fields: Any) -> bool:
+        """Record how a job ended, once: the first writer wins, a later one changes nothing (returns False)."""
+        if rc is not None:
+            fields["rc"] = rc
+        found = await self.transition(
+            job_id, [State.QUEUED, State.RUNNING], result.state, result=result.value, finished=time.time(), **fields
+        )
+        return found == "ok"
+
+    async def cancel_job(self, job_id: int) -> str:
+        """Cancel a queued or running job; returns the state it was in (the runner must stop a running one)."""
+        found = await self.transition(
+            job_id, [State.QUEUED, State.RUNNING], State.CANCELLED, result=Result.CANCELLED.value, finished=time.time()
+        )
+        if found == "":
+            raise NotFound(f"no job {job_id}")
+        if found != "ok":
+            return found
+        await self.redis.publish(CANCEL_CHANNEL, job_id)
+        return "cancelled"
+
+    async def delete_job(self, job_id: int) -> None:
+        if not await self._run("delete_job", job_id):
+            raise NotFound(f"no job {job_id}")
+
+    async def prune(self, repo: str, scenario: str, keep: int) -> list[int]:
+        """Remove the ended jobs of a scenario beyond the newest `keep`; returns their ids (for their workspaces)."""
+        old = await self.redis.zrevrange(f"{PREFIX}jobs:scenario:{repo}:{scenario}", keep, -1)
+        removed = []
+        for job_id in map(int, old):
+            state = await self.redis.hget(f"{PREFIX}job:{job_id}", "state")
+            if state is not None and State(state.decode()) in ENDED and await self._run("delete_job", job_id):
+                removed.append(job_id)
+        return removed
+
+    # Logs
+    async def append_log(self, job_id: int, lines: Sequence[bytes]) -> None:
+        if lines:
+            await self._run("append_log", job_id, self.log_max_bytes, LOG_CUT_MARKER, *lines)
+
+    async def log(self, job_id: int, offset: int = 0) -> list[bytes]:
+        """The job's output lines after the first `offset`."""
+        return await self.redis.lrange(f"{PREFIX}job:{job_id}:log", offset, -1)
+
+    async def job_state(self, job_id: int) -> State:
+        state = await self.redis.hget(f"{PREFIX}job:{job_id}", "state")
+        if state is None:
+            raise NotFound(f"no job {job_id}")
+        return State(state.decode())
+
+    # Queue
+    async def claim(self, consumer: str, count: int, block_ms: int, own_pending: bool = False) -> list[tuple[str, int]]:
+        """Take up to `count` queue entries for this host: (entry id, job id). `own_pending` re-reads the
+        entries this consumer took earlier but did not ack (a server that stopped before they ended)."""
+        try:
+            reply = await self.redis.xreadgroup(
+                GROUP, consumer, {QUEUE: "0" if own_pending else ">"}, count=count, block=None if own_pending else block_ms
+            )
+        except redis.exceptions.ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+            await self.ensure_group()
+            return []
+        return [(_text(entry), int(fields[b"job"])) for _, entries in reply or [] for entry, fields in entries if fields]
+
+    async def ack(self, entry: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(QUEUE, GROUP, entry)
+            pipe.xdel(QUEUE, entry)
+            await pipe.execute()
+
+    async def counts(self) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(PREFIX + "repos")
+            pipe.zcard(PREFIX + "jobs")
+            for state in State:
+                pipe.zcard(f"{PREFIX}jobs:state:{state.value}")
+            repos, jobs, *states = await pipe.execute()
+        return {"repos": repos, "jobs": jobs, **{s.value: n for s, n in zip(State, states, strict=True)}}
+
