@@ -28,7 +28,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from pieter.errors import BadRequest, NotFound
+from pieter.errors import BadRequest, Conflict, NotFound
 from pieter.models import ENDED, Result, State, redact_source
 
 SCHEMA_VERSION = "1"
@@ -405,17 +405,17 @@ class Store:
         )
         return found == "ok"
 
-    async def cancel_job(self, job_id: int) -> str:
-        """Cancel a queued or running job; returns the state it was in (the runner must stop a running one)."""
+    async def cancel_job(self, job_id: int) -> None:
+        """Cancel a queued or running job and tell every host (the one running it stops it);
+        Conflict when it has already ended."""
         found = await self.transition(
             job_id, [State.QUEUED, State.RUNNING], State.CANCELLED, result=Result.CANCELLED.value, finished=time.time()
         )
         if found == "":
             raise NotFound(f"no job {job_id}")
         if found != "ok":
-            return found
+            raise Conflict(f"job {job_id} has already ended ({found})")
         await self.redis.publish(CANCEL_CHANNEL, job_id)
-        return "cancelled"
 
     async def delete_job(self, job_id: int) -> None:
         if not await self._run("delete_job", job_id):

@@ -32,10 +32,13 @@ Each trick below answers a trap that was met on this kind of host (Debian 12, cg
   so on a timeout the whole process group is killed, not nsenter alone, or the command would go on inside.
 - The host image has a Docker-style ``/usr/sbin/policy-rc.d`` (exit 101) that stops maintainer scripts from
   starting services; it is removed inside after boot (an overlay whiteout: the host keeps its file).
+- nspawn leaves ``/run/systemd/nspawn/propagate/NAME`` behind where ``/run`` is on disk, as here ("Attempted to
+  remove disk file system ..., and we can't allow that"): teardown removes it.
 
-Names must be unique among the sandboxes running on a host at a time: the name is the hostname inside and names
-the state directory and the cgroups. Needs root, systemd-nspawn (Debian package systemd-container, installed with
-``--no-install-recommends`` or it adds ``mymachines`` to nsswitch.conf) and systemd on the host.
+Names must be unique among the sandboxes running on a host at a time: a name is nspawn's machine name and names
+the state directory (``/tmp/NAME.sandbox``) and the cgroups. A name still in use by live processes is refused;
+what a dead one left is removed by the next boot. Needs root, systemd-nspawn (Debian package systemd-container,
+installed with ``--no-install-recommends`` or it adds ``mymachines`` to nsswitch.conf) and systemd on the host.
 """
 
 from __future__ import annotations
@@ -49,15 +52,15 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 SYSTEMD = Path("/lib/systemd/systemd")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MEM_CAP = "4G"
 PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
-MASKED_UNITS = (
-    "postgresql.service", "getty@tty1.service", "console-getty.service", "apt-daily.timer",
-    "apt-daily-upgrade.timer", "man-db.timer", "e2scrub_all.timer", "fstrim.timer", "dpkg-db-backup.timer",
-)
+MASKED_UNITS = """postgresql.service getty@tty1.service console-getty.service apt-daily.timer apt-daily-upgrade.timer
+    man-db.timer e2scrub_all.timer fstrim.timer dpkg-db-backup.timer""".split()
+NSPAWN_FLAGS = "-q --register=no --keep-unit --private-network --console=passive --kill-signal=SIGRTMIN+3".split()
 NSPAWN_RUN_DIR = Path("/run/systemd/nspawn")
 
 # Runs in the private mount namespace: $1 = state dir, then the cgroup dirs to join, "--", nspawn's arguments.
@@ -115,7 +118,7 @@ class SystemdSandbox:
         self._nspawn: subprocess.Popen[bytes] | None = None
         self._owned = False  # True from the moment boot() claims the name until teardown() has cleaned up
 
-    def __enter__(self) -> SystemdSandbox:
+    def __enter__(self) -> Self:
         self.boot()
         return self
 
@@ -123,11 +126,14 @@ class SystemdSandbox:
         self.teardown()
 
     def boot(self, timeout: float = 60) -> None:
-        """Start the container and wait until systemd reports running or degraded; tears down and raises on failure."""
+        """Start the container, wait until systemd is running or degraded; on failure tear down and raise."""
         if self._owned:
             raise SandboxError(f"sandbox {self.name} is booted already")
         if busy := _pids_in(self.cgroups):
-            raise SandboxError(f"sandbox {self.name} is in use: processes {busy} run in {self.cgroups[0]}")
+            raise SandboxError(
+                f"sandbox {self.name} is in use: processes {busy} run in {self.cgroups[0]}; if a run"
+                " that crashed left them, kill them and boot again (that removes what they left)"
+            )
         self._owned = True
         deadline = time.monotonic() + timeout
         try:
@@ -135,8 +141,9 @@ class SystemdSandbox:
             self._start()
             self.leader = self._wait_for_leader(deadline)
             try:
-                state = self.run("systemctl", "is-system-running", "--wait", check=False,
-                                 timeout=max(deadline - time.monotonic(), 1)).stdout.strip()
+                state = self.run(
+                    "systemctl", "is-system-running", "--wait", check=False, timeout=max(deadline - time.monotonic(), 1)
+                ).stdout.strip()
             except subprocess.TimeoutExpired:
                 state = "still starting"
             if state not in ("running", "degraded"):
@@ -146,16 +153,22 @@ class SystemdSandbox:
             self.teardown()
             raise
 
-    def run(self, *argv: str, check: bool = True, timeout: float = 120, input: str | None = None,
-            env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *argv: str,
+        check: bool = True,
+        timeout: float = 120,
+        input: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run argv inside (as root, clean environment plus env), capturing its output as text."""
         if self.leader is None:
             raise SandboxError(f"sandbox {self.name} is not booted")
-        cmd = ["nsenter", "-t", str(self.leader), "-a", "env", "-i", PATH,
-               *(f"{k}={v}" for k, v in (env or {}).items()), *argv]
-        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True) as proc:
+        env_args = [f"{k}={v}" for k, v in (env or {}).items()]
+        cmd = ["nsenter", "-t", str(self.leader), "-a", "env", "-i", PATH, *env_args, *argv]
+        stdin = subprocess.DEVNULL if input is None else subprocess.PIPE
+        pipe = subprocess.PIPE
+        with subprocess.Popen(cmd, stdin=stdin, stdout=pipe, stderr=pipe, text=True, start_new_session=True) as proc:
             try:
                 out, err = proc.communicate(input, timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -202,17 +215,18 @@ class SystemdSandbox:
                     (cg / f).write_text((cg.parent / f).read_text())
             if (cg / "memory.limit_in_bytes").exists():
                 (cg / "memory.limit_in_bytes").write_text(MEM_CAP)
-        nspawn_args = [
-            "-q", "--register=no", "--keep-unit", "--private-network", f"--machine={self.name}",
-            "--console=passive", "--kill-signal=SIGRTMIN+3",
-            *(f"--bind={host}:{inside}" for host, inside in self.binds),
-            "/bin/sh", "-c", _INIT, "sh", "systemd.firstboot=off", *(f"systemd.mask={u}" for u in MASKED_UNITS),
-        ]
+        binds = [f"--bind={host}:{inside}" for host, inside in self.binds]
+        masks = [f"systemd.mask={unit}" for unit in MASKED_UNITS]
+        init = ["/bin/sh", "-c", _INIT, "sh", "systemd.firstboot=off", *masks]
+        launch = ["unshare", "--mount", "--propagation", "private", "sh", "-ec", _LAUNCH, "sh", str(self.state)]
         with open(self.state / "console.log", "wb") as console:
             self._nspawn = subprocess.Popen(
-                ["unshare", "--mount", "--propagation", "private", "sh", "-ec", _LAUNCH, "sh", str(self.state),
-                 *map(str, self.cgroups), "--", *nspawn_args],
-                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
+                [*launch, *map(str, self.cgroups), "--", *NSPAWN_FLAGS, f"--machine={self.name}", *binds, *init],
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def _wait_for_leader(self, deadline: float) -> int:
         """The container's PID 1 (a child of nspawn, itself the process started: unshare and sh exec) once systemd
@@ -294,8 +308,7 @@ def _pids_in(cgroups: Sequence[Path]) -> list[int]:
 
 def _children(pid: int) -> list[int]:
     try:
-        return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
-                for c in (task / "children").read_text().split()]
+        return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
     except FileNotFoundError:
         return []
 

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-
 from sandbox import SandboxError, SystemdSandbox, unavailable_reason
 
 REASON = unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 HOST_HAS_POLICY_RC_D = Path("/usr/sbin/policy-rc.d").exists()
 T = TypeVar("T")
+PYTHON = "/usr/bin/python3"  # Debian's, which has python3-systemd; not the pyenv shim on PATH
 
 # 1 GiB at most, every byte written: fails under MemoryMax=64M, and stays harmless if the limit were ignored.
 MEMORY_HOG = "b = []\nfor _ in range(128):\n    b.append(b'x' * (8 << 20))"
@@ -56,8 +56,8 @@ def assert_nothing_left(name: str, pids: list[int]) -> None:
             cgroups = (proc / "cgroup").read_text()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        assert not any(name in line.split(":", 2)[2].split("/") for line in cgroups.splitlines()), \
-            f"process {proc.name} is still in a cgroup of sandbox {name}"
+        in_sandbox = [line for line in cgroups.splitlines() if name in line.split(":", 2)[2].split("/")]
+        assert not in_sandbox, f"process {proc.name} is still in a cgroup of sandbox {name}: {in_sandbox}"
     assert not list(Path("/sys/fs/cgroup").glob(f"*/**/{name}")), f"cgroup dirs of sandbox {name} are left"
     assert not Path(tempfile.gettempdir(), f"{name}.sandbox").exists()
     assert not Path("/run/systemd/nspawn/propagate", name).exists()
@@ -67,9 +67,14 @@ def ppid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def assert_running(sb: SystemdSandbox) -> None:
+    state = sb.run("systemctl", "is-system-running", check=False).stdout
+    assert state == "running\n", f"{state}failed units: {sb.run('systemctl', '--failed', '--no-legend').stdout}"
+
+
 def test_systemd_is_pid_1_and_running(sandbox: SystemdSandbox) -> None:
     assert sandbox.run("cat", "/proc/1/comm").stdout == "systemd\n"
-    assert sandbox.run("systemctl", "is-system-running").stdout == "running\n"
+    assert_running(sandbox)
     assert sandbox.run("cat", "/probe/hello.txt").stdout == "hello from the host\n"
 
 
@@ -79,8 +84,8 @@ def test_policy_rc_d_is_removed_inside_only(sandbox: SystemdSandbox) -> None:
 
 
 def test_memory_max_is_enforced(sandbox: SystemdSandbox) -> None:
-    r = sandbox.run("systemd-run", "--wait", "-q", "--unit=sbtest-memhog", "-p", "MemoryMax=64M", "--",
-                    "/usr/bin/python3", "-c", MEMORY_HOG, check=False)
+    limit = ["--unit=sbtest-memhog", "-p", "MemoryMax=64M"]
+    r = sandbox.run("systemd-run", "--wait", "-q", *limit, "--", PYTHON, "-c", MEMORY_HOG, check=False)
     result = sandbox.run("systemctl", "show", "sbtest-memhog", "-P", "Result").stdout.strip()
     sandbox.run("systemctl", "reset-failed", "sbtest-memhog", check=False)
     assert r.returncode != 0
@@ -88,20 +93,19 @@ def test_memory_max_is_enforced(sandbox: SystemdSandbox) -> None:
 
 
 def test_cpu_quota_is_enforced(sandbox: SystemdSandbox) -> None:
-    r = sandbox.run("systemd-run", "--wait", "--pipe", "-q", "-p", "CPUQuota=20%", "--",
-                    "/usr/bin/python3", "-c", BUSY_3S)
+    r = sandbox.run("systemd-run", "--wait", "--pipe", "-q", "-p", "CPUQuota=20%", "--", PYTHON, "-c", BUSY_3S)
     cpu_seconds = float(r.stdout)
     assert 0.05 < cpu_seconds <= 0.25 * 3
 
 
 def test_unit_stdout_reaches_the_journal(sandbox: SystemdSandbox) -> None:
     sandbox.run("systemd-run", "--wait", "-q", "--unit=sbtest-echo", "--", "sh", "-c", "echo marker-$((6*7))")
-    wait_for("the journal", lambda: "marker-42\n" in sandbox.run(
-        "journalctl", "-u", "sbtest-echo", "-o", "cat", "--no-pager").stdout)
+    journal = ["journalctl", "-u", "sbtest-echo", "-o", "cat", "--no-pager"]
+    wait_for("the journal", lambda: "marker-42\n" in sandbox.run(*journal).stdout)
 
 
 def test_unix_socket_inside_is_reachable_from_the_host(sandbox: SystemdSandbox) -> None:
-    sandbox.run("systemd-run", "-q", "--unit=sbtest-socket", "--", "/usr/bin/python3", "-c", ECHO_SERVER)
+    sandbox.run("systemd-run", "-q", "--unit=sbtest-socket", "--", PYTHON, "-c", ECHO_SERVER)
     path = sandbox.path("/run/sbtest/echo.sock")
     wait_for(str(path), path.is_socket)
     with socket.socket(socket.AF_UNIX) as client:
@@ -112,7 +116,7 @@ def test_unix_socket_inside_is_reachable_from_the_host(sandbox: SystemdSandbox) 
 
 def test_second_sandbox_runs_alongside_and_teardown_leaves_nothing(sandbox: SystemdSandbox) -> None:
     with SystemdSandbox("pieter-sbtest-2") as other:
-        assert other.run("systemctl", "is-system-running").stdout == "running\n"
+        assert_running(other)
         other.run("touch", "/run/only-in-2")
         assert other.path("/run/only-in-2").exists()
         assert not sandbox.path("/run/only-in-2").exists()
@@ -120,7 +124,7 @@ def test_second_sandbox_runs_alongside_and_teardown_leaves_nothing(sandbox: Syst
     assert len(pids) == 2
     assert_nothing_left("pieter-sbtest-2", pids)
     other.teardown()  # a second call is harmless
-    assert sandbox.run("systemctl", "is-system-running").stdout == "running\n"
+    assert_running(sandbox)
 
 
 def test_failed_boot_raises_with_console_and_leaves_nothing() -> None:

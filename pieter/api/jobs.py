@@ -1,13 +1,14 @@
 """Jobs: queue one (PATCH on a scenario), list, read, cancel, delete, and read or follow its log."""
 
 import asyncio
+import contextlib
 
 from sanic import Request
 from sanic.response import HTTPResponse, json, raw
 
 from pieter import workspaces
 from pieter.api.body import json_object
-from pieter.errors import BadRequest, NotFound
+from pieter.errors import BadRequest, Conflict, NotFound
 from pieter.models import ENDED, State, check_env, check_name
 
 FOLLOW_POLL_SECONDS = 0.2
@@ -60,9 +61,7 @@ async def cancel_job(request: Request, job_id: str) -> HTTPResponse:
     """Cancel a queued or running job (409 when it has already ended); a running one is stopped."""
     number = job_id_of(job_id)
     ctx = request.app.ctx
-    was = await ctx.store.cancel_job(number)
-    if was != "cancelled":
-        return json({"error": f"job {number} has already ended ({was})"}, status=409)
+    await ctx.store.cancel_job(number)
     await ctx.dispatcher.cancel(number)
     return json(await ctx.store.job(number))
 
@@ -71,11 +70,12 @@ async def delete_job(request: Request, job_id: str) -> HTTPResponse:
     """Cancel the job if it has not ended, then remove its record, log and workspace."""
     number = job_id_of(job_id)
     ctx = request.app.ctx
-    if await ctx.store.cancel_job(number) == "cancelled":
+    with contextlib.suppress(Conflict):  # an ended job is simply deleted
+        await ctx.store.cancel_job(number)
         await ctx.dispatcher.cancel(number)
-        task = ctx.dispatcher.tasks.get(number)
-        if task is not None:
-            await asyncio.wait([task], timeout=10)
+    task = ctx.dispatcher.tasks.get(number)
+    if task is not None:  # let the runner finish stopping it before its files go
+        await asyncio.wait([task], timeout=10)
     await ctx.store.delete_job(number)
     workspaces.remove(ctx.config.state_dir, number)
     return json({"deleted": number})

@@ -59,7 +59,7 @@ async def put_scenario(request: Request, repo: str, scenario: str) -> HTTPRespon
     """The raw body is the script, byte for byte, whatever its Content-Type; settings come as query args."""
     check_name("repo", repo)
     check_name("scenario", scenario)
-    settings = check_settings(dict(request.args))
+    settings = check_settings(dict(request.get_args(keep_blank_values=True)))
     script = check_script(request.body, request.app.ctx.config.max_script_bytes)
     store = request.app.ctx.store
     created = await store.put_scenario(repo, scenario, script, settings)

@@ -11,7 +11,7 @@ from typing import Any
 
 from pieter.config import Config
 from pieter.models import Result
-from pieter.runners.base import JobFiles, LogSink, Outcome
+from pieter.runners.base import JobFiles, LogSink, Outcome, seal_fds
 from pieter.workspaces import JOB_WRAPPER, job_environment
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class LocalRunner:
 
     async def run(self, job: dict[str, Any], files: JobFiles, log_sink: LogSink) -> Outcome:
         timeout = float(job["settings"].get("timeout") or self.config.job_timeout or 0) or None
+        seal_fds()
         proc = await asyncio.create_subprocess_exec(
             "/bin/sh", str(JOB_WRAPPER), str(files.job_dir),
             cwd=files.workspace, env=job_environment(job, files), start_new_session=True,

@@ -1,0 +1,40 @@
+"""Settings: defaults < config file < environment, and clear errors for values that cannot be used."""
+
+from pathlib import Path
+
+import pytest
+
+from pieter.config import Config, ConfigError, load
+
+
+def test_defaults_without_a_file():
+    config = load({"PIETER_CONFIG": "/nonexistent"})
+    assert config.redis == "redis://127.0.0.1:6379/0"
+    assert (config.api_host, config.api_port, config.runner, config.keep_jobs) == ("127.0.0.1", 8000, "auto", 50)
+
+
+def test_environment_wins_over_file(tmp_path: Path):
+    conf = tmp_path / "pieter.conf"
+    conf.write_text('# comment\nPIETER_DB_HOST=10.0.0.5\nPIETER_DB_PORT="6380"\nPIETER_MAX_JOBS=4\n')
+    config = load({"PIETER_CONFIG": str(conf), "PIETER_MAX_JOBS": "2"})
+    assert config.redis == "redis://10.0.0.5:6380/0"
+    assert config.max_jobs == 2
+
+
+def test_redis_url_wins_over_host_and_port():
+    config = load({"PIETER_CONFIG": "/nonexistent", "PIETER_REDIS_URL": "unix:///run/r.sock", "PIETER_DB_PORT": "1"})
+    assert config.redis == "unix:///run/r.sock"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("PIETER_MAX_JOBS", "many"), ("PIETER_MAX_JOBS", "0"), ("PIETER_RUNNER", "docker")]
+)
+def test_bad_values_are_named(key, value):
+    with pytest.raises(ConfigError, match=key):
+        load({"PIETER_CONFIG": "/nonexistent", key: value})
+
+
+def test_shipped_config_lists_every_setting():
+    shipped = (Path(__file__).parent.parent / "packaging" / "pieter.conf").read_text()
+    for field in Config.__dataclass_fields__:
+        assert f"PIETER_{field.upper()}=" in shipped, field

@@ -1,0 +1,160 @@
+"""Jobs run by the local runner, end to end through a real server and a real Redis."""
+
+import os
+import time
+
+import pytest
+
+from tests.conftest import wait_for_job
+
+
+def add(api, repo: str, scenario: str, script: bytes, source: str | None = None, query: str = "") -> str:
+    api.put(f"/repos/{repo}", json={"source": source} if source else {})
+    assert api.put(f"/repos/{repo}/{scenario}{query}", content=script).status_code in (200, 201)
+    return f"/repos/{repo}/{scenario}"
+
+
+def test_job_clones_its_source_and_sees_its_environment(api, git_repo):
+    path = add(api, "demo", "build", b"cat hello.txt\necho $PIETER_JOB_ID $PIETER_REPO $PIETER_SCENARIO\npwd\n",
+               source=str(git_repo))  # fmt: skip
+    job = api.patch(path).json()
+    done = wait_for_job(api, job["id"])
+    assert done["result"] == "success", api.get(f"/jobs/{job['id']}/log").text
+    log = api.get(f"/jobs/{job['id']}/log").text.splitlines()
+    assert "hello from the repo" in log
+    assert f"{job['id']} demo build" in log
+    assert log[-1].endswith(f"/workspaces/{job['id']}")
+
+
+def test_failed_clone_is_an_error(api, tmp_path):
+    path = add(api, "demo", "build", b"echo never\n", source=str(tmp_path / "missing"))
+    done = wait_for_job(api, api.patch(path).json()["id"])
+    assert (done["state"], done["result"]) == ("fail", "error")
+    log = api.get(f"/jobs/{done['id']}/log").text
+    assert "git clone failed" in log and "never" not in log
+
+
+def test_parameters_reach_the_script_only(api):
+    path = add(api, "demo", "params", b'echo "[$GREETING]"\necho "[${PIETER_REDIS_URL:-}]"\n')
+    job = api.patch(path, json={"env": {"GREETING": "hello 'quoted' $world\nline two"}}).json()
+    assert job["env"] == {"GREETING": "hello 'quoted' $world\nline two"}
+    wait_for_job(api, job["id"])
+    assert api.get(f"/jobs/{job['id']}/log").text == "[hello 'quoted' $world\nline two]\n[]\n"
+
+
+def test_script_with_a_shebang_runs_with_its_interpreter(api):
+    path = add(api, "demo", "py", b"#!/usr/bin/env python3\nprint('from python', 6 * 7)\n")
+    job = wait_for_job(api, api.patch(path).json()["id"])
+    assert job["tail"] == ["from python 42"]
+
+
+def test_cancel_kills_the_whole_tree(api, tmp_path):
+    marker = tmp_path / "child.pid"
+    path = add(api, "demo", "tree", f"sleep 300 &\necho $! > {marker}\necho started\nwait\n".encode())
+    job_id = api.patch(path).json()["id"]
+    deadline = time.monotonic() + 20
+    while not (marker.exists() and marker.read_text().strip()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child = int(marker.read_text())
+    assert api.post(f"/jobs/{job_id}/cancel").status_code == 200
+    done = wait_for_job(api, job_id)
+    assert (done["state"], done["result"]) == ("cancelled", "cancelled")
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{child}") and not _zombie(child):
+        assert time.monotonic() < deadline, "the backgrounded child survived the cancel"
+        time.sleep(0.05)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_timeout_fires(api):
+    path = add(api, "demo", "sleepy", b"echo going to sleep\nsleep 600\n", query="?timeout=1")
+    started = time.monotonic()
+    done = wait_for_job(api, api.patch(path).json()["id"])
+    assert (done["state"], done["result"]) == ("fail", "timeout")
+    assert time.monotonic() - started < 10
+    assert done["tail"] == ["going to sleep"]
+
+
+def test_signal_and_exit_code(api):
+    crash = add(api, "demo", "crash", b"kill -9 $$\n")
+    fail = add(api, "demo", "fail", b"echo oops >&2\nexit 7\n")
+    crashed = wait_for_job(api, api.patch(crash).json()["id"])
+    failed = wait_for_job(api, api.patch(fail).json()["id"])
+    assert (crashed["result"], crashed["rc"]) == ("signal", -9)
+    assert (failed["result"], failed["rc"], failed["tail"]) == ("exit-code", 7, ["oops"])
+
+
+def test_at_most_max_jobs_at_once(start_server, db, tmp_path):
+    server = start_server(PIETER_MAX_JOBS="2")
+    record = tmp_path / "record"
+    script = f"echo start $(date +%s.%N) >> {record}\nsleep 0.3\necho end $(date +%s.%N) >> {record}\n"
+    with server.client() as api:
+        path = add(api, "demo", "par", script.encode())
+        ids = [api.patch(path).json()["id"] for _ in range(10)]
+        for job_id in ids:
+            assert wait_for_job(api, job_id)["result"] == "success"
+    events = sorted((float(t), kind) for kind, t in (line.split() for line in record.read_text().splitlines()))
+    running = peak = 0
+    for _, kind in events:
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    assert len(events) == 20
+    assert peak == 2, f"{peak} jobs ran at once"
+
+
+def test_a_server_killed_mid_job_marks_it_lost_at_restart(start_server, db):
+    server = start_server()
+    with server.client() as api:
+        path = add(api, "demo", "long", b"echo begun\nsleep 5\n")
+        job_id = api.patch(path).json()["id"]
+        wait_for_job(api, job_id, ("running",))
+        time.sleep(0.3)
+    server.stop(9)
+    server.start()
+    with server.client() as api:
+        done = wait_for_job(api, job_id)
+        assert (done["state"], done["result"]) == ("fail", "lost")
+        assert "begun" in api.get(f"/jobs/{job_id}/log").text
+        again = wait_for_job(api, api.patch(path.replace("long", "long")).json()["id"], ("running",))
+        assert again["state"] == "running", "the queue moves on"
+
+
+def test_jobs_queued_while_the_server_was_down_run_at_start(start_server, db):
+    server = start_server()
+    with server.client() as api:
+        path = add(api, "demo", "quick", b"echo ok\n")
+    server.stop()
+    db_jobs = []
+    server.start()
+    with server.client() as api:
+        db_jobs = [api.patch(path).json()["id"] for _ in range(3)]
+        for job_id in db_jobs:
+            assert wait_for_job(api, job_id)["result"] == "success"
+
+
+@pytest.mark.parametrize("lines", [20_000])
+def test_chatty_job_loses_no_line(api, lines):
+    path = add(api, "demo", "chatty", f"seq 1 {lines}\n".encode())
+    job_id = api.patch(path).json()["id"]
+    wait_for_job(api, job_id)
+    assert api.get(f"/jobs/{job_id}/log").text == "".join(f"{i}\n" for i in range(1, lines + 1))
+
+
+def test_log_is_capped_with_a_marker(start_server, db):
+    server = start_server(PIETER_LOG_MAX_BYTES="1000")
+    with server.client() as api:
+        path = add(api, "demo", "flood", b"seq 1 10000\n")
+        job_id = api.patch(path).json()["id"]
+        assert wait_for_job(api, job_id)["result"] == "success"
+        log = api.get(f"/jobs/{job_id}/log").text.splitlines()
+    assert log[:3] == ["1", "2", "3"]
+    assert "log cut here" in log[-1]
+    assert sum(len(line) + 1 for line in log[:-1]) <= 1000
