@@ -47,7 +47,7 @@ def create_app(config: Config) -> Sanic:
     @app.before_server_start
     async def open_store(app: Sanic) -> None:
         app.ctx.store = Store(connect(config.redis), config.log_max_bytes)
-        app.ctx.runner = pick(config)
+        app.ctx.runner = pick(config, app.ctx.store)
         app.ctx.dispatcher = Dispatcher(app.ctx.store, app.ctx.runner, config)
         app.ctx.dispatcher.start()
 

@@ -39,11 +39,25 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def collect(args: argparse.Namespace) -> int:
+    """The job unit's `ExecStopPost=+`: complete the job's log from the journal and record its end."""
+    import asyncio
+    import os
+
+    from pieter.runners.systemd import collect as collect_job
+
+    asyncio.run(collect_job(load(), args.job_id, dict(os.environ)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pieter", description="Pieter CI, a lightweight private CI server.")
     parser.add_argument("--version", action="version", version=f"pieter {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="serve the HTTP API and run jobs").set_defaults(func=serve)
+    collector = commands.add_parser("collect", help="(run by a job's systemd unit) record how the job ended")
+    collector.add_argument("job_id", type=int)
+    collector.set_defaults(func=collect)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -33,6 +33,10 @@ class Config:
     log_max_bytes: int = 16 * 1024 * 1024
     max_script_bytes: int = 1024 * 1024
     host: str = socket.gethostname()
+    # systemd runner: each job unit's limits (a scenario's settings win) and the collector's Python
+    job_cpu_quota: str = "100%"
+    job_memory_max: str = "25%"
+    job_tasks_max: int = 4096
 
     @property
     def redis(self) -> str:

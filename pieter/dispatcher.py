@@ -108,7 +108,7 @@ class Dispatcher:
             await retrying(lambda: self.store.ack(entry), "acking a job")
             return
         try:
-            files = workspaces.prepare(self.config.state_dir, job)
+            files = workspaces.prepare(self.config.state_dir, job, self.runner.make_workspace)
         except OSError as e:
             await self._log(job_id, [f"pieter: cannot prepare the workspace: {e}".encode()])
             await self._finish(entry, job, Outcome(Result.ERROR))

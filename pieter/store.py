@@ -173,13 +173,21 @@ redis.call('DEL', key, key .. ':log')
 return 1
 """
 
-# Append lines ARGV[5..] to job ARGV[2]'s log up to ARGV[3] bytes; past it, one marker line and nothing more.
+# Append lines ARGV[7..] to job ARGV[2]'s log up to ARGV[3] bytes; past it, one marker line (ARGV[4]) and no
+# more. A journal follower passes the cursor its lines start after (ARGV[5]) and the one they end at (ARGV[6]):
+# when another writer got there first the stored cursor differs and nothing is written (-1), so two
+# followers of one job (the server and the unit's collector) never write a line twice. '-' skips the check.
 APPEND_LOG = """
 local key = ARGV[1] .. 'job:' .. ARGV[2]
+if redis.call('EXISTS', key) == 0 then return 0 end
+if ARGV[5] ~= '-' then
+  if (redis.call('HGET', key, 'cursor') or '') ~= ARGV[5] then return -1 end
+  redis.call('HSET', key, 'cursor', ARGV[6])
+end
 local used = tonumber(redis.call('HGET', key, 'log_bytes') or '0')
-if redis.call('EXISTS', key) == 0 or used < 0 then return 0 end
+if used < 0 then return 0 end
 local cap, batch = tonumber(ARGV[3]), {}
-for i = 5, #ARGV do
+for i = 7, #ARGV do
   used = used + #ARGV[i] + 1
   if used > cap then
     table.insert(batch, ARGV[4])
@@ -434,7 +442,17 @@ class Store:
     # Logs
     async def append_log(self, job_id: int, lines: Sequence[bytes]) -> None:
         if lines:
-            await self._run("append_log", job_id, self.log_max_bytes, LOG_CUT_MARKER, *lines)
+            await self._run("append_log", job_id, self.log_max_bytes, LOG_CUT_MARKER, "-", "-", *lines)
+
+    async def append_log_after(self, job_id: int, after: str, cursor: str, lines: Sequence[bytes]) -> bool:
+        """Append lines read from the journal between cursors `after` ('' for the start) and `cursor`;
+        False when another follower already wrote past `after` (re-read from `log_cursor`)."""
+        args = (job_id, self.log_max_bytes, LOG_CUT_MARKER, after, cursor, *lines)
+        return await self._run("append_log", *args) != -1
+
+    async def log_cursor(self, job_id: int) -> str:
+        """The journal cursor of the last line in the job's log ('' before the first)."""
+        return _text(await self.redis.hget(f"{PREFIX}job:{job_id}", "cursor"))
 
     async def log(self, job_id: int, offset: int = 0) -> list[bytes]:
         """The job's output lines after the first `offset`."""

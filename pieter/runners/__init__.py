@@ -2,6 +2,7 @@
 
 from pieter.config import Config
 from pieter.runners.base import Runner
+from pieter.store import Store
 
 
 def systemd_booted() -> bool:
@@ -11,12 +12,12 @@ def systemd_booted() -> bool:
     return os.path.isdir("/run/systemd/system")
 
 
-def pick(config: Config) -> Runner:
+def pick(config: Config, store: Store) -> Runner:
     """`PIETER_RUNNER=auto` takes the systemd runner on a host booted with systemd, else the local one."""
     from pieter.runners.local import LocalRunner
 
     if config.runner == "systemd" or (config.runner == "auto" and systemd_booted()):
         from pieter.runners.systemd import SystemdRunner
 
-        return SystemdRunner(config)
+        return SystemdRunner(config, store)
     return LocalRunner(config)

@@ -61,6 +61,7 @@ def seal_fds() -> None:
 
 class Runner(Protocol):
     name: str
+    make_workspace: bool  # False: the runner's unit makes the workspace itself (systemd's StateDirectory=)
 
     async def run(self, job: dict[str, Any], files: JobFiles, log: LogSink) -> Outcome:
         """Start the job, feed its output lines to `log` as they come, and return how it ended."""

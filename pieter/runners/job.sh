@@ -1,12 +1,13 @@
 #!/bin/sh
 # One job, as every runner starts it, in its workspace (the cwd): clone the source if the job has one, then
-# exec the scenario script with the job's parameters. $1 is the job's directory, written by the server:
+# run the scenario script with the job's parameters. The job's files are in $1 (local runner) or in the
+# unit's credentials directory (systemd runner), written by the server:
 #   source       the git URL or path to clone (absent: an empty workspace)
 #   source.shown the same with any password replaced, for the log
 #   params.sh    `export NAME='value'` lines: the parameters, given to the script only, never to the clone
 #   script       the scenario, run by its #! line if it has one, else by /bin/sh
 set -u
-job=$1
+job=${1:-$CREDENTIALS_DIRECTORY}
 if [ -e "$job/source" ]; then
     echo "pieter: cloning $(cat "$job/source.shown")"
     # safe.directory: a local source belongs to another user than the job's (git 2.36+ refuses it otherwise)
@@ -17,7 +18,9 @@ if [ -e "$job/source" ]; then
     fi
 fi
 . "$job/params.sh"
-case "$(head -c 2 "$job/script")" in
-    '#!') exec "$job/script" ;;
+# The script file is not executable (a credential is read-only): run its #! line as the kernel would.
+read -r first <"$job/script" || true
+case "$first" in
+    '#!'*) exec ${first#??} "$job/script" ;;
     *) exec /bin/sh "$job/script" ;;
 esac

@@ -59,6 +59,7 @@ def kill_group(pgid: int, sig: int) -> None:
 
 class LocalRunner:
     name = "local"
+    make_workspace = True
 
     def __init__(self, config: Config):
         self.config = config

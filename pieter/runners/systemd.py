@@ -1,0 +1,276 @@
+"""The systemd runner: each job a transient service `pieter-job-<id>.service`, made with `systemd-run`.
+
+A job's unit runs `job.sh` as a user of its own (DynamicUser), with CPU, memory, task and runtime limits, in
+`pieter-jobs.slice`. Its output goes to the journal; the server follows it into Redis while it runs
+(`LogFollower`), and the unit's own `ExecStopPost=+pieter collect <id>` completes the log and records the
+result when the unit stops, so both land even when the server is down: jobs are not the server's children.
+The parameters reach the job as a credential file, never as unit `Environment=`, which the privileged
+collector would inherit.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from pieter.config import Config, ConfigError
+from pieter.models import Result, State
+from pieter.runners.base import CLONE_FAILED_MARKER, JobFiles, LogSink, Outcome, seal_fds
+from pieter.store import Store
+from pieter.workspaces import JOB_WRAPPER, job_environment, job_files
+
+log = logging.getLogger(__name__)
+
+SLICE = "pieter-jobs.slice"
+STATE_ROOT = Path("/var/lib")  # StateDirectory= paths are relative to it
+LOST_AFTER = 15.0  # seconds a unit may be gone without its collector recording an end, before it is `lost`
+POLL = 0.5
+# The sandbox every job unit gets (DynamicUser= already implies ProtectSystem=strict, PrivateTmp=,
+# RemoveIPC=, NoNewPrivileges= and RestrictSUIDSGID=): chosen so that compilers, JITs and network clones work.
+SANDBOX = (
+    "DynamicUser=yes", "ProtectHome=yes", "PrivateDevices=yes", "ProtectKernelTunables=yes",
+    "ProtectKernelModules=yes", "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes",
+    "ProtectHostname=yes", "RestrictRealtime=yes", "LockPersonality=yes", "CapabilityBoundingSet=",
+    "ProtectProc=invisible", "SystemCallArchitectures=native", "UMask=0077",
+)  # fmt: skip
+
+
+def unit_name(job_id: int) -> str:
+    return f"pieter-job-{job_id}.service"
+
+
+def exec_line(argv: list[str]) -> str:
+    """An argv as one `Exec*=` line: quoted, with `$` and `%` escaped so systemd passes them as they are."""
+    words = []
+    for arg in argv:
+        arg = arg.replace("%", "%%").replace("$", "$$")
+        if not re.fullmatch(r"[A-Za-z0-9_./:=@+,-]+", arg):
+            arg = '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        words.append(arg)
+    return " ".join(words)
+
+
+def outcome_of(service_result: str, exit_code: str, exit_status: str, workspace: Path) -> Outcome:
+    """How a unit ended, from what systemd tells its `ExecStopPost=` ($SERVICE_RESULT, $EXIT_CODE,
+    $EXIT_STATUS). An OOM kill reads `oom-kill` on cgroup v2 and `signal` (KILL) on cgroup v1."""
+    if exit_code == "exited":
+        rc: int | None = int(exit_status)
+    elif exit_status:
+        rc = -signal.Signals["SIG" + exit_status].value if not exit_status.isdigit() else -int(exit_status)
+    else:
+        rc = None
+    if service_result == "success":
+        return Outcome(Result.SUCCESS, rc)
+    if service_result in ("timeout", "oom-kill"):
+        return Outcome(Result(service_result), rc)
+    if service_result in ("signal", "core-dump"):
+        return Outcome(Result.SIGNAL, rc)
+    if service_result == "exit-code":
+        failed_clone = (workspace / CLONE_FAILED_MARKER).exists()
+        return Outcome(Result.ERROR if failed_clone else Result.EXIT_CODE, rc)
+    return Outcome(Result.ERROR, rc)  # resources, start-limit-hit, …: systemd could not run it
+
+
+async def command(*argv: str) -> tuple[int, str]:
+    seal_fds()
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace").strip()
+
+
+async def unit_property(unit: str, name: str) -> str:
+    """A property of a loaded unit ('' when the unit is gone: systemd then answers with defaults)."""
+    rc, out = await command("systemctl", "show", "--property", f"LoadState,{name}", "--value", unit)
+    load_state, _, value = out.partition("\n")
+    return value if rc == 0 and load_state == "loaded" else ""
+
+
+class LogFollower:
+    """Copies one run's journal lines into the job's Redis log from the cursor stored there. Two followers
+    of one job (the server's, the collector's) may run at once: the store's cursor check keeps out doubles."""
+
+    def __init__(self, store: Store, job_id: int, unit: str, invocation: str):
+        from pieter.journal import JobJournal
+
+        self.store, self.job_id = store, job_id
+        self.journal = JobJournal(unit, invocation)
+        self.cursor: str | None = None
+
+    async def step(self, wait: float) -> int:
+        """Copy what is there (waiting up to `wait` s for something); returns the number of lines read."""
+        if self.cursor is None:
+            self.cursor = await self.store.log_cursor(self.job_id)
+            await asyncio.to_thread(self.journal.seek, self.cursor)
+        lines, cursor = await asyncio.to_thread(self.journal.read, 1000, wait)
+        if lines and await self.store.append_log_after(self.job_id, self.cursor, cursor, lines):
+            self.cursor = cursor
+        elif lines:
+            self.cursor = None  # another follower wrote these: continue from where it got to
+        return len(lines)
+
+    async def drain(self, quiet: float) -> None:
+        """Copy until the journal has had nothing new for `quiet` seconds (journald may still be reading
+        the last of a stopped unit's output from its stream)."""
+        waited = 0.0
+        while waited < quiet:
+            if await self.step(0.1):
+                waited = 0.0
+            else:
+                waited += 0.1
+
+    def close(self) -> None:
+        self.journal.close()
+
+
+class SystemdRunner:
+    name = "systemd"
+
+    def __init__(self, config: Config, store: Store):
+        self.config, self.store = config, store
+        try:
+            self.state_directory = config.state_dir.relative_to(STATE_ROOT)
+        except ValueError:
+            raise ConfigError(f"PIETER_STATE_DIR={config.state_dir} must be under {STATE_ROOT} for the systemd "
+                              "runner (job workspaces are the units' StateDirectory=)") from None  # fmt: skip
+        self.make_workspace = False  # StateDirectory= makes it, owned by the job's dynamic user
+
+    def properties(self, job: dict[str, Any], files: JobFiles) -> list[str]:
+        settings, config = job["settings"], self.config
+        timeout = int(settings.get("timeout") or config.job_timeout)
+        environment = job_environment(job, files)
+        collector = [
+            "/usr/bin/env",
+            f"PIETER_REDIS_URL={config.redis}",
+            f"PIETER_STATE_DIR={config.state_dir}",
+            f"PIETER_LOG_MAX_BYTES={config.log_max_bytes}",
+            f"PIETER_CONFIG={os.environ.get('PIETER_CONFIG', '/etc/pieter-ci/pieter.conf')}",
+            *([f"PYTHONPATH={os.environ['PYTHONPATH']}"] if os.environ.get("PYTHONPATH") else []),
+            sys.executable, "-m", "pieter", "collect", str(job["id"]),
+        ]  # fmt: skip
+        props = [
+            *SANDBOX,
+            f"StateDirectory={self.state_directory / 'workspaces' / str(job['id'])}",
+            f"WorkingDirectory={files.workspace}",
+            f"CPUQuota={settings.get('cpu_quota') or config.job_cpu_quota}",
+            f"MemoryMax={settings.get('memory_max') or config.job_memory_max}",
+            f"TasksMax={settings.get('tasks_max') or config.job_tasks_max}",
+            f"LogExtraFields=PIETER_JOB={job['id']}",
+            "LogRateLimitIntervalSec=0",
+            "ExecStopPost=+" + exec_line(collector),
+            *(f"Environment={exec_line([f'{k}={v}'])}" for k, v in environment.items()),
+            *(f"LoadCredential={f.name}:{f}" for f in sorted(files.job_dir.iterdir())),
+        ]
+        if timeout:
+            props.append(f"RuntimeMaxSec={timeout}")
+        return props
+
+    async def run(self, job: dict[str, Any], files: JobFiles, log_sink: LogSink) -> Outcome:
+        unit = unit_name(job["id"])
+        argv = ["systemd-run", f"--unit={unit}", "--collect", "--quiet", f"--slice={SLICE}"]
+        for prop in self.properties(job, files):
+            argv += ["--property", prop]
+        rc, out = await command(*argv, "--", "/bin/sh", str(JOB_WRAPPER))
+        if rc != 0:
+            await log_sink([f"pieter: systemd-run failed: {out}".encode()])
+            return Outcome(Result.ERROR)
+        return await self.follow(job["id"])
+
+    async def reattach(self, job: dict[str, Any], log_sink: LogSink) -> Outcome:
+        return await self.follow(job["id"])
+
+    async def follow(self, job_id: int) -> Outcome:
+        """Copy the unit's output into Redis until its end is recorded (by its collector, or by a cancel),
+        and return that end; a unit gone for LOST_AFTER s with no end recorded was `lost`."""
+        unit = unit_name(job_id)
+        follower: LogFollower | None = None
+        gone_for = 0.0
+        try:
+            while True:
+                job = await self.store.job(job_id)
+                if job["state"] not in (State.QUEUED.value, State.RUNNING.value):
+                    if follower is not None:
+                        await follower.drain(quiet=0.2)
+                    return Outcome(Result(job["result"]), job["rc"])
+                invocation = job["invocation"] or await unit_property(unit, "InvocationID")
+                if follower is None and invocation:
+                    follower = LogFollower(self.store, job_id, unit, invocation)
+                    if not job["invocation"]:
+                        await self.store.transition(job_id, [State.RUNNING], State.RUNNING, invocation=invocation,
+                                                    unit=unit)  # fmt: skip
+                if follower is not None and await follower.step(POLL):
+                    gone_for = 0.0
+                    continue
+                if follower is None:
+                    await asyncio.sleep(POLL)
+                if await unit_property(unit, "ActiveState"):
+                    gone_for = 0.0
+                else:
+                    gone_for += POLL
+                    if gone_for >= LOST_AFTER:
+                        if follower is not None:
+                            await follower.drain(quiet=0.2)
+                        return Outcome(Result.LOST)
+        finally:
+            if follower is not None:
+                follower.close()
+
+    async def cancel(self, job_id: int) -> None:
+        """Stop the unit: systemd kills its whole cgroup; its collector still completes the log."""
+        rc, out = await command("systemctl", "stop", "--no-block", unit_name(job_id))
+        if rc != 0:
+            log.warning("job %s: systemctl stop failed: %s", job_id, out)
+
+
+async def collect(config: Config, job_id: int, environ: dict[str, str]) -> None:
+    """`pieter collect <id>`, the job unit's `ExecStopPost=+`: complete the log, record the end (the
+    first end recorded wins: a cancel, recorded by whoever cancelled, stays a cancel)."""
+    from pieter.dispatcher import retrying
+    from pieter.store import connect
+
+    store = Store(connect(config.redis), config.log_max_bytes)
+    unit, invocation = unit_name(job_id), environ["INVOCATION_ID"]
+    files = job_files(config.state_dir, job_id)
+    outcome = outcome_of(environ.get("SERVICE_RESULT", ""), environ.get("EXIT_CODE", ""),
+                         environ.get("EXIT_STATUS", ""), files.workspace)  # fmt: skip
+    follower = LogFollower(store, job_id, unit, invocation)
+    try:
+        await retrying(lambda: store.transition(job_id, [State.RUNNING], State.RUNNING, invocation=invocation,
+                                                unit=unit), "recording the invocation")  # fmt: skip
+        await retrying(lambda: follower.drain(quiet=0.3), "completing the log")
+        usage = await resource_usage(unit)
+        await retrying(lambda: store.finish_job(job_id, outcome.result, outcome.rc, **usage), "recording the end")
+    finally:
+        follower.close()
+        with contextlib.suppress(Exception):
+            await store.redis.close()
+
+
+async def resource_usage(unit: str) -> dict[str, Any]:
+    """CPU time and peak memory of the unit's cgroup, where this host's cgroup layout reports them."""
+    usage: dict[str, Any] = {}
+    cgroup = await unit_property(unit, "ControlGroup")
+    if not cgroup:
+        return usage
+    readings = {
+        "cpu_seconds": [(f"/sys/fs/cgroup/cpu,cpuacct{cgroup}/cpuacct.usage", 1e-9),
+                        (f"/sys/fs/cgroup{cgroup}/cpu.stat", 1e-6)],
+        "memory_peak": [(f"/sys/fs/cgroup/memory{cgroup}/memory.max_usage_in_bytes", 1),
+                        (f"/sys/fs/cgroup{cgroup}/memory.peak", 1)],
+    }  # fmt: skip
+    for field, places in readings.items():
+        for path, scale in places:
+            with contextlib.suppress(OSError, ValueError):
+                text = Path(path).read_text()
+                if path.endswith("cpu.stat"):
+                    text = dict(line.split() for line in text.splitlines())["usage_usec"]
+                value = int(text) * scale
+                usage[field] = round(value, 3) if field == "cpu_seconds" else int(value)
+                break
+    return usage
