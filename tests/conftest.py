@@ -197,3 +197,21 @@ def wait_for_job(api: httpx.Client, job_id: int, states: tuple[str, ...] = ("suc
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {job['state']} after {timeout} s: {job}")
         time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def systemd_pieter() -> Iterator:
+    """A real systemd (booted in a throwaway container here) running Redis and a socket-activated server.
+    Skipped only where no sandbox can be booted, and never in CI."""
+    from tests.sandbox import unavailable_reason
+    from tests.systemd_pieter import SystemdPieter
+
+    reason = unavailable_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"the systemd tests cannot run in CI: {reason}")
+        pytest.skip(f"no systemd to test against: {reason}")
+    pieter = SystemdPieter()
+    pieter.start()
+    yield pieter
+    pieter.stop()

@@ -10,8 +10,7 @@ set -u
 job=${1:-$CREDENTIALS_DIRECTORY}
 if [ -e "$job/source" ]; then
     echo "pieter: cloning $(cat "$job/source.shown")"
-    # safe.directory: a local source belongs to another user than the job's (git 2.36+ refuses it otherwise)
-    if ! git -c safe.directory="*" -c advice.detachedHead=false clone --no-local --depth 1 -- "$(cat "$job/source")" . 2>&1; then
+    if ! GIT_CONFIG_GLOBAL="$(dirname "$0")/clone.gitconfig" git clone --no-local --depth 1 -- "$(cat "$job/source")" . 2>&1; then
         echo "pieter: git clone failed: the job did not run"
         : >.pieter-clone-failed
         exit 1
