@@ -5,6 +5,7 @@ systemd, so the fixture boots `SystemdSandbox` and talks to the server through a
 listens on inside (socket activation), and to Redis through its unix socket.
 """
 
+import os
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ Environment=PIETER_RUNNER=auto PIETER_MAX_JOBS=4 PIETER_JOB_MEMORY_MAX=1G
 
 
 class SystemdPieter:
-    def __init__(self, name: str = "pieter-systemd-test"):
+    def __init__(self, name: str = f"pieter-test-{os.getpid()}"):
         self.sandbox = SystemdSandbox(name, [(str(ROOT), str(ROOT))])
 
     def start(self) -> None:
