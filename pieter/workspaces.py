@@ -10,6 +10,7 @@ from pieter.models import redact_source
 from pieter.runners.base import JobFiles
 
 JOB_WRAPPER = Path(__file__).parent / "runners" / "job.sh"
+CLONE_CONFIG = JOB_WRAPPER.with_name("clone.gitconfig")  # job.sh finds it beside itself
 
 
 def job_files(state_dir: Path, job_id: int) -> JobFiles:

@@ -22,7 +22,7 @@ from pieter.config import Config, ConfigError
 from pieter.models import Result, State
 from pieter.runners.base import CLONE_FAILED_MARKER, JobFiles, LogSink, Outcome, seal_fds
 from pieter.store import Store
-from pieter.workspaces import JOB_WRAPPER, job_environment, job_files
+from pieter.workspaces import CLONE_CONFIG, JOB_WRAPPER, job_environment, job_files
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,9 @@ class SystemdRunner:
             "LogRateLimitBurst=100000000",
             "ExecStopPost=+" + exec_line(collector),
             *(f"Environment={exec_line([f'{k}={v}'])}" for k, v in environment.items()),
-            *(f"LoadCredential={f.name}:{f}" for f in sorted(files.job_dir.iterdir())),
+            # The job's files, and job.sh itself: a job cannot see /tmp, /home or /root, where a checkout of
+            # Pieter may live, so systemd hands it copies only its user can read.
+            *(f"LoadCredential={f.name}:{f}" for f in [*sorted(files.job_dir.iterdir()), JOB_WRAPPER, CLONE_CONFIG]),
         ]
         if timeout:
             props.append(f"RuntimeMaxSec={timeout}")
@@ -180,7 +182,7 @@ class SystemdRunner:
         argv = ["systemd-run", f"--unit={unit}", "--collect", "--quiet", f"--slice={SLICE}"]
         for prop in self.properties(job, files):
             argv += ["--property", prop]
-        rc, out = await command(*argv, "--", "/bin/sh", str(JOB_WRAPPER))
+        rc, out = await command(*argv, "--", "/bin/sh", "-c", f'exec /bin/sh "$CREDENTIALS_DIRECTORY/{JOB_WRAPPER.name}"')
         if rc != 0:
             await log_sink([f"pieter: systemd-run failed: {out}".encode()])
             return Outcome(Result.ERROR)
