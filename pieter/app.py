@@ -1,6 +1,8 @@
 """The Sanic application: one factory, the routing table in one place, errors rendered by one handler."""
 
+import asyncio
 import logging
+import time
 
 import redis.exceptions
 from sanic import Request, Sanic
@@ -29,7 +31,9 @@ def render_error(request: Request, exception: Exception) -> HTTPResponse:
     return json({"error": "internal error; the server log has the details"}, status=500)
 
 
-def create_app(config: Config) -> Sanic:
+def create_app(config: Config, idle_exit: bool = False) -> Sanic:
+    """The API with its dispatcher. `idle_exit`: stop after `config.idle_exit` idle seconds (under socket
+    activation systemd starts the server again on the next connection)."""
     app = Sanic("pieter", configure_logging=False)
     app.config.update(
         {
@@ -41,19 +45,60 @@ def create_app(config: Config) -> Sanic:
         }
     )
     app.ctx.config = config
+    app.ctx.store = Store(connect(config.redis), config.log_max_bytes)
+    app.ctx.runner = pick(config, app.ctx.store)  # a runner that cannot work here fails now, before serving
+    app.ctx.last_active = time.monotonic()
     app.error_handler.add(Exception, render_error)
     api.add_routes(app)
 
+    @app.on_request
+    async def touch(request: Request) -> None:
+        app.ctx.last_active = time.monotonic()
+
     @app.before_server_start
-    async def open_store(app: Sanic) -> None:
-        app.ctx.store = Store(connect(config.redis), config.log_max_bytes)
-        app.ctx.runner = pick(config, app.ctx.store)
+    async def start_dispatcher(app: Sanic) -> None:
         app.ctx.dispatcher = Dispatcher(app.ctx.store, app.ctx.runner, config)
         app.ctx.dispatcher.start()
+        if idle_exit and config.idle_exit:
+            app.add_task(exit_when_idle(app, config.idle_exit), name="idle-exit")
 
     @app.after_server_stop
     async def close_store(app: Sanic) -> None:
         await app.ctx.dispatcher.stop()
         await app.ctx.store.redis.close()
 
+    return app
+
+
+async def exit_when_idle(app: Sanic, idle_seconds: int) -> None:
+    """Stop once no request came for `idle_seconds`, nothing is queued and no job depends on this process
+    (a local job is a child of the server; a systemd job is not, its unit records its own end)."""
+    while True:
+        await asyncio.sleep(min(1.0, idle_seconds / 2))
+        if time.monotonic() - app.ctx.last_active < idle_seconds:
+            continue
+        if app.ctx.runner.name == "local" and not app.ctx.dispatcher.idle:
+            continue
+        try:
+            if (await app.ctx.store.counts())["queued"]:
+                continue
+        except REDIS_DOWN:
+            continue
+        log.info("idle for %s s with nothing queued: exiting until the next connection", idle_seconds)
+        app.stop()
+        return
+
+
+def create_error_app(message: str) -> Sanic:
+    """What a socket-activated server serves when it cannot serve the API (a bad configuration): a clear
+    503 to every request, rather than exiting and making systemd give up on the socket."""
+    app = Sanic("pieter-config-error", configure_logging=False)
+    app.config.update({"MOTD": False, "ACCESS_LOG": False, "FALLBACK_ERROR_FORMAT": "json"})
+
+    async def explain(request: Request, path: str = "") -> HTTPResponse:
+        return json({"error": message}, status=503)
+
+    methods = ["GET", "PUT", "POST", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    app.add_route(explain, "/", methods=methods, name="root")
+    app.add_route(explain, "/<path:path>", methods=methods, name="any")
     return app

@@ -18,19 +18,29 @@ def inherited_socket() -> socket.socket | None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Serve the API: on the socket systemd passes, else on PIETER_API_HOST:PIETER_API_PORT."""
+    """Serve the API: on the socket systemd passes (exiting when idle), else on PIETER_API_HOST:PORT."""
     from systemd import daemon
 
-    from pieter.app import create_app
+    from pieter.app import create_app, create_error_app
 
-    config = load()
-    app = create_app(config)
+    sock = inherited_socket()
+    try:
+        config = load()
+        app = create_app(config, idle_exit=sock is not None)
+    except ConfigError as e:
+        if sock is None:
+            raise
+        logging.error("configuration error: %s", e)
+        app = create_error_app(f"configuration error: {e}; fix it, then: systemctl restart pieter-ci.service")
 
     @app.after_server_start
     async def ready(app: object) -> None:
         daemon.notify("READY=1")
 
-    sock = inherited_socket()
+    @app.before_server_stop
+    async def stopping(app: object) -> None:
+        daemon.notify("STOPPING=1")
+
     # single_process: worker mode would shut an inherited socket down and break socket activation
     if sock is not None:
         app.run(sock=sock, single_process=True, access_log=False)
