@@ -78,6 +78,7 @@ def test_cpu_quota_holds(api):
     assert job["result"] == "success"
     cpu_seconds = float(job["tail"][-1])
     assert cpu_seconds <= 0.25 * 3, f"{cpu_seconds} CPU-s in 3 s at CPUQuota=20%"
+    assert job["memory_peak"] > 1_000_000, "the unit's peak memory is recorded (cgroup v1 and v2 report it)"
 
 
 def test_timeout_ends_a_job(api):

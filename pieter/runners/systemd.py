@@ -87,9 +87,9 @@ async def command(*argv: str) -> tuple[int, str]:
 
 async def unit_property(unit: str, name: str) -> str:
     """A property of a loaded unit ('' when the unit is gone: systemd then answers with defaults)."""
-    rc, out = await command("systemctl", "show", "--property", f"LoadState,{name}", "--value", unit)
-    load_state, _, value = out.partition("\n")
-    return value if rc == 0 and load_state == "loaded" else ""
+    rc, out = await command("systemctl", "show", "--property", f"LoadState,{name}", unit)
+    values = dict(line.partition("=")[::2] for line in out.splitlines())  # in systemd's order, not ours
+    return values.get(name, "") if rc == 0 and values.get("LoadState") == "loaded" else ""
 
 
 class LogFollower:
@@ -158,6 +158,8 @@ class SystemdRunner:
             *SANDBOX,
             f"StateDirectory={self.state_directory / 'workspaces' / str(job['id'])}",
             f"WorkingDirectory={files.workspace}",
+            "CPUAccounting=yes",
+            "MemoryAccounting=yes",
             f"CPUQuota={settings.get('cpu_quota') or config.job_cpu_quota}",
             f"MemoryMax={settings.get('memory_max') or config.job_memory_max}",
             f"TasksMax={settings.get('tasks_max') or config.job_tasks_max}",
@@ -266,6 +268,7 @@ async def resource_usage(unit: str) -> dict[str, Any]:
         return usage
     readings = {
         "cpu_seconds": [(f"/sys/fs/cgroup/cpu,cpuacct{cgroup}/cpuacct.usage", 1e-9),
+                        (f"/sys/fs/cgroup/cpuacct{cgroup}/cpuacct.usage", 1e-9),
                         (f"/sys/fs/cgroup{cgroup}/cpu.stat", 1e-6)],
         "memory_peak": [(f"/sys/fs/cgroup/memory{cgroup}/memory.max_usage_in_bytes", 1),
                         (f"/sys/fs/cgroup{cgroup}/memory.peak", 1)],
