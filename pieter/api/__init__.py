@@ -2,11 +2,12 @@
 
 from sanic import Sanic
 
-from pieter.api import jobs, repos, service
+from pieter.api import jobs, openapi, repos, service
 
 
 def add_routes(app: Sanic) -> None:
     app.add_route(service.info, "/", methods=["GET"])
+    app.add_route(openapi.openapi, "/openapi.json", methods=["GET"])
     app.add_route(repos.list_repos, "/repos", methods=["GET"])
     app.add_route(repos.get_repo, "/repos/<repo>", methods=["GET"])
     app.add_route(repos.put_repo, "/repos/<repo>", methods=["PUT"])
