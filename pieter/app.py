@@ -9,7 +9,7 @@ from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
 
-from pieter import api
+from pieter import api, tokens
 from pieter.config import Config
 from pieter.dispatcher import REDIS_DOWN, Dispatcher
 from pieter.errors import PieterError
@@ -31,9 +31,10 @@ def render_error(request: Request, exception: Exception) -> HTTPResponse:
     return json({"error": "internal error; the server log has the details"}, status=500)
 
 
-def create_app(config: Config, idle_exit: bool = False) -> Sanic:
+def create_app(config: Config, idle_exit: bool = False, local_only: bool = True) -> Sanic:
     """The API with its dispatcher. `idle_exit`: stop after `config.idle_exit` idle seconds (under socket
-    activation systemd starts the server again on the next connection)."""
+    activation systemd starts the server again on the next connection). `local_only`: it listens only on
+    loopback or a unix socket, where tokens are optional (see tokens.py)."""
     app = Sanic("pieter", configure_logging=False)
     app.config.update(
         {
@@ -51,9 +52,14 @@ def create_app(config: Config, idle_exit: bool = False) -> Sanic:
     app.error_handler.add(Exception, render_error)
     api.add_routes(app)
 
+    token_required = bool(config.require_token) or not local_only
+
     @app.on_request
-    async def touch(request: Request) -> None:
+    async def authenticate(request: Request) -> None:
         app.ctx.last_active = time.monotonic()
+        authorization = request.headers.get("authorization")
+        if authorization is not None or token_required:
+            tokens.check(authorization, await app.ctx.store.token_digests(), token_required)
 
     @app.before_server_start
     async def start_dispatcher(app: Sanic) -> None:

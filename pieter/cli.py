@@ -21,12 +21,13 @@ def serve(args: argparse.Namespace) -> int:
     """Serve the API: on the socket systemd passes (exiting when idle), else on PIETER_API_HOST:PORT."""
     from systemd import daemon
 
+    from pieter import tokens
     from pieter.app import create_app, create_error_app
 
     sock = inherited_socket()
     try:
         config = load()
-        app = create_app(config, idle_exit=sock is not None)
+        app = create_app(config, idle_exit=sock is not None, local_only=tokens.is_local(sock, config.api_host))
     except ConfigError as e:
         if sock is None:
             raise
@@ -60,6 +61,40 @@ def collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def token(args: argparse.Namespace) -> int:
+    """`pieter token add NAME | list | revoke NAME`, against the Redis in the configuration."""
+    import asyncio
+
+    from pieter import tokens
+    from pieter.errors import PieterError
+    from pieter.models import check_name
+    from pieter.store import Store, connect
+
+    async def act() -> int:
+        store = Store(connect(load().redis))
+        try:
+            if args.action == "list":
+                print("\n".join(await store.token_names()))
+            elif args.action == "add":
+                secret = tokens.new_secret()
+                await store.add_token(check_name("token", args.name), tokens.digest(secret))
+                print(secret)
+                print(f"(token {args.name!r} made: this is the only time it is shown)", file=sys.stderr)
+            else:
+                await store.revoke_token(args.name)
+            return 0
+        except PieterError as e:
+            print(f"pieter token: {e.message}", file=sys.stderr)
+            return 1
+        finally:
+            await store.redis.close()
+
+    if args.action != "list" and not args.name:
+        print(f"pieter token {args.action}: give the token's NAME", file=sys.stderr)
+        return 2
+    return asyncio.run(act())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pieter", description="Pieter CI, a lightweight private CI server.")
     parser.add_argument("--version", action="version", version=f"pieter {__version__}")
@@ -68,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     collector = commands.add_parser("collect", help="(run by a job's systemd unit) record how the job ended")
     collector.add_argument("job_id", type=int)
     collector.set_defaults(func=collect)
+    tokens = commands.add_parser("token", help="API tokens: add NAME (shows the secret once), list, revoke NAME")
+    tokens.add_argument("action", choices=["add", "list", "revoke"])
+    tokens.add_argument("name", nargs="?")
+    tokens.set_defaults(func=token)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -32,6 +32,7 @@ class Config:
     keep_jobs: int = 50
     log_max_bytes: int = 16 * 1024 * 1024
     max_script_bytes: int = 1024 * 1024
+    require_token: int = 0  # 1: every request needs a token, even on loopback (elsewhere they always do)
     idle_exit: int = 300  # seconds; socket-activated servers exit when idle this long (0: never)
     host: str = socket.gethostname()
     # systemd runner: each job unit's limits (a scenario's settings win) and the collector's Python

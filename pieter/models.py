@@ -61,19 +61,30 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+GIT_SCHEMES = ("https", "ssh", "git", "file")
+SCP_LIKE = re.compile(r"(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9][A-Za-z0-9.-]*:[^:].*")  # user@host:path, as ssh
+
+
 def check_source(source: object) -> str:
-    """A git URL or a local path; nothing git would read as an option or as a helper command."""
+    """A git source: an https, ssh, git or file URL, `user@host:path`, or an absolute local path ('' for
+    none). Nothing git would read as an option or hand to a remote helper (`ext::` runs a command)."""
     if not isinstance(source, str):
         raise BadRequest("source must be a string (a git URL or a local path)")
     if source != source.strip() or any(ord(c) < 32 or c == "\x7f" for c in source):
         raise BadRequest("source must not contain spaces at its ends or control characters")
     if len(source) > 2048:
         raise BadRequest("source is longer than 2048 characters")
-    if source.startswith("-"):
-        raise BadRequest("source must not start with '-' (git would read it as an option)")
-    if "::" in source.split("/", 1)[0] or source.lower().startswith("ext:"):
-        raise BadRequest("source uses a git remote helper (such as ext::), which is not allowed")
-    return source
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", source)
+    if source == "" or source.startswith("/") and "::" not in source:
+        return source
+    if scheme and scheme.group(1).lower() in GIT_SCHEMES:
+        return source
+    if not scheme and SCP_LIKE.fullmatch(source) and "::" not in source:
+        return source
+    raise BadRequest(
+        f"source {redact_source(source)[:200]!r} is not allowed: use an https://, ssh://, git:// or file:// URL, "
+        "user@host:path, or an absolute path"
+    )
 
 
 def check_env(env: object) -> dict[str, str]:

@@ -17,6 +17,7 @@ Keys (prefix `pieter:`; values readable in redis-cli):
     queue                       stream   one entry {job: id} per queued job; consumer group `runners`,
                                          one consumer per host; acked when the job has ended
     cancel                      pubsub   job ids cancelled, for the host that runs them
+    tokens                      hash     API token name → SHA-256 hex digest of its secret (see tokens.py)
 Only job records hold state; indexes are kept in step by the same Lua call that changes a record.
 """
 
@@ -484,6 +485,21 @@ class Store:
             pipe.xack(QUEUE, GROUP, entry)
             pipe.xdel(QUEUE, entry)
             await pipe.execute()
+
+    # API tokens
+    async def add_token(self, name: str, digest: str) -> None:
+        if not await self.redis.hsetnx(PREFIX + "tokens", name, digest):
+            raise Conflict(f"a token named {name!r} exists already: revoke it first")
+
+    async def revoke_token(self, name: str) -> None:
+        if not await self.redis.hdel(PREFIX + "tokens", name):
+            raise NotFound(f"no token named {name!r}")
+
+    async def token_names(self) -> list[str]:
+        return sorted(_text(n) for n in await self.redis.hkeys(PREFIX + "tokens"))
+
+    async def token_digests(self) -> list[str]:
+        return [_text(d) for d in await self.redis.hvals(PREFIX + "tokens")]
 
     async def counts(self) -> dict[str, int]:
         async with self.redis.pipeline(transaction=False) as pipe:

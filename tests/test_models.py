@@ -18,13 +18,19 @@ def test_bad_names(name):
 
 
 @pytest.mark.parametrize(
-    "source", ["https://example.com/x.git", "git@github.com:agrrh/pieter-ci.git", "/srv/git/x", "file:///srv/x"]
-)
+    "source",
+    ["https://example.com/x.git", "git@github.com:agrrh/pieter-ci.git", "/srv/git/x", "file:///srv/x",
+     "ssh://git@example.com:2222/x.git", "git://example.com/x", "host:/srv/x", ""],
+)  # fmt: skip
 def test_good_sources(source):
     assert check_source(source) == source
 
 
-@pytest.mark.parametrize("source", ["-u", "--upload-pack=x", "ext::sh -c x", "EXT::x", "a\nb", " x", 5])
+@pytest.mark.parametrize(
+    "source",
+    ["-u", "--upload-pack=x", "ext::sh -c x", "EXT::x", "fd::17", "host::x", "a\nb", " x", 5, "http://example.com/x",
+     "ftp://example.com/x", "relative/path", "./x", "/srv/x::y"],
+)  # fmt: skip
 def test_bad_sources(source):
     with pytest.raises(BadRequest):
         check_source(source)

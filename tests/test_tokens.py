@@ -1,0 +1,59 @@
+"""Bearer tokens: made with `pieter token`, stored hashed, optional on loopback, required elsewhere."""
+
+import subprocess
+import sys
+
+import pytest
+
+from pieter import tokens
+
+
+def pieter_token(server, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pieter", "token", *args], env=server.env, capture_output=True,
+                          text=True, timeout=30)  # fmt: skip
+
+
+def test_optional_on_loopback_but_checked_when_given(server, api):
+    assert api.get("/repos").status_code == 200
+    wrong = api.get("/repos", headers={"Authorization": "Bearer pieter_wrong"})
+    assert wrong.status_code == 401 and "not valid" in wrong.json()["error"]
+    made = pieter_token(server, "add", "ci")
+    secret = made.stdout.strip()
+    assert made.returncode == 0 and secret.startswith("pieter_")
+    assert api.get("/repos", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+
+
+def test_required_token_lifecycle(start_server, db):
+    server = start_server(PIETER_REQUIRE_TOKEN="1")
+    with server.client() as api:
+        none_yet = api.get("/repos")
+        assert none_yet.status_code == 401 and "pieter token add" in none_yet.json()["error"]
+        secret = pieter_token(server, "add", "deploy").stdout.strip()
+        assert secret.encode() not in b"".join(v for v in db.hvals("pieter:tokens")), "only a digest is kept"
+        assert db.hget("pieter:tokens", "deploy").decode() == tokens.digest(secret)
+        assert pieter_token(server, "add", "deploy").returncode == 1, "a name is not made twice"
+        assert api.get("/repos").status_code == 401
+        assert api.put("/repos/x").status_code == 401 and not db.exists("pieter:repo:x"), "refused: nothing written"
+        assert api.get("/repos", headers={"Authorization": "Basic abc"}).status_code == 401
+        assert api.get("/repos", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+        assert pieter_token(server, "list").stdout.split() == ["deploy"]
+        httpie = subprocess.run(["http", "--ignore-stdin", "--check-status", "-A", "bearer", "-a", secret,
+                                 f"{server.url}/repos"], capture_output=True, timeout=30)  # fmt: skip
+        assert httpie.returncode == 0, httpie.stderr
+        assert pieter_token(server, "revoke", "deploy").returncode == 0
+        assert api.get("/repos", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+
+
+def test_required_off_loopback(start_server, db):
+    server = start_server(PIETER_API_HOST="0.0.0.0")
+    with server.client() as api:
+        response = api.get("/repos")
+        assert response.status_code == 401
+        secret = pieter_token(server, "add", "ci").stdout.strip()
+        assert api.get("/repos", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+
+
+@pytest.mark.parametrize(("host", "local"), [("127.0.0.1", True), ("::1", True), ("localhost", True),
+                                             ("0.0.0.0", False), ("192.0.2.7", False), ("::", False)])  # fmt: skip
+def test_what_counts_as_local(host, local):
+    assert tokens.is_local(None, host) is local
