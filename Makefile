@@ -3,6 +3,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 RUN_DIR := $(CURDIR)/.run
+# Jobs' workspaces for `make run`: jobs of a root server run as `nobody`, who may not reach this checkout
+# (under /root, say), so they live in /var/tmp, one directory per checkout.
+RUN_STATE := /var/tmp/pieter-ci-run-$(shell printf %s "$(CURDIR)" | md5sum | cut -c1-8)
 # Debian packages used from the system (the venv sees them through --system-site-packages).
 APT_PACKAGES := redis-server git httpie python3-venv python3-redis python3-systemd python3-uvloop \
 	python3-httptools python3-websockets python3-aiofiles python3-multidict python3-ujson \
@@ -28,7 +31,7 @@ venv: deps $(VENV)/.installed
 
 # Serves the API on 127.0.0.1:8000; with no Redis configured, starts a private one under ./.run/.
 run: venv
-	@mkdir -p $(RUN_DIR)/state
+	@mkdir -p $(RUN_DIR) $(RUN_STATE)
 	@if [ -z "$$PIETER_REDIS_URL$$PIETER_DB_HOST$$PIETER_DB_PORT" ]; then \
 		redis-cli -s $(RUN_DIR)/redis.sock ping >/dev/null 2>&1 || \
 		redis-server --port 0 --unixsocket $(RUN_DIR)/redis.sock --unixsocketperm 700 --dir $(RUN_DIR) \
@@ -36,7 +39,7 @@ run: venv
 		for i in $$(seq 50); do redis-cli -s $(RUN_DIR)/redis.sock ping >/dev/null 2>&1 && break; sleep 0.1; done; \
 		export PIETER_REDIS_URL=unix://$(RUN_DIR)/redis.sock; \
 	fi; \
-	export PIETER_STATE_DIR=$${PIETER_STATE_DIR:-$(RUN_DIR)/state} PIETER_CONFIG=$${PIETER_CONFIG:-/nonexistent}; \
+	export PIETER_STATE_DIR=$${PIETER_STATE_DIR:-$(RUN_STATE)} PIETER_CONFIG=$${PIETER_CONFIG:-/nonexistent}; \
 	exec $(VENV)/bin/pieter serve
 
 lint: venv
@@ -49,4 +52,5 @@ test: venv
 
 clean:
 	-[ -f $(RUN_DIR)/redis.pid ] && kill $$(cat $(RUN_DIR)/redis.pid)
-	rm -rf $(VENV) $(RUN_DIR) build dist *.egg-info
+	rm -rf $(VENV) $(RUN_DIR) $(RUN_STATE) build dist *.egg-info
+

@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +89,10 @@ class PieterServer:
 
     def __init__(self, directory: Path, redis_url: str, **settings: str):
         self.directory = directory
+        # Jobs run as `nobody` when the tests run as root: their state must be reachable by any user,
+        # which pytest's own temp dirs (mode 0700) are not.
+        self.state_dir = Path(tempfile.mkdtemp(prefix="pieter-state-"))
+        self.state_dir.chmod(0o755)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -95,7 +100,7 @@ class PieterServer:
             "PIETER_CONFIG": str(directory / "pieter.conf"),
             "PIETER_REDIS_URL": redis_url,
             "PIETER_API_PORT": str(self.port),
-            "PIETER_STATE_DIR": str(directory / "state"),
+            "PIETER_STATE_DIR": str(self.state_dir),
             "PIETER_RUNNER": "local",
             **settings,
         }
@@ -160,6 +165,7 @@ def start_server(tmp_path: Path, redis_server: RedisServer, db: redis.Redis) -> 
     yield start
     for server in servers:
         server.stop(9)
+        shutil.rmtree(server.state_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -171,6 +177,16 @@ def server(start_server) -> PieterServer:
 def api(server: PieterServer) -> Iterator[httpx.Client]:
     with server.client() as client:
         yield client
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory every user may write to, for jobs (which run as `nobody` under a root server) to leave
+    evidence in."""
+    path = Path(tempfile.mkdtemp(prefix="pieter-shared-"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

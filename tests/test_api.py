@@ -126,7 +126,7 @@ def test_list_jobs_newest_first_with_filters(api, scenario):
 def test_delete_job_removes_record_and_log(api, scenario, server):
     job_id = api.patch(scenario).json()["id"]
     wait_for_job(api, job_id)
-    workspace = server.directory / "state" / "workspaces" / str(job_id)
+    workspace = server.state_dir / "workspaces" / str(job_id)
     assert workspace.exists()
     assert api.delete(f"/jobs/{job_id}").json() == {"deleted": job_id}
     assert api.get(f"/jobs/{job_id}").status_code == 404
@@ -160,7 +160,7 @@ def test_retention_keeps_the_last_jobs(start_server, db):
             wait_for_job(api, ids[-1])
         assert [j["id"] for j in api.get("/jobs").json()["jobs"]] == ids[:1:-1]
         assert api.get(f"/jobs/{ids[0]}").status_code == 404
-        assert not (server.directory / "state" / "workspaces" / str(ids[0])).exists()
+        assert not (server.state_dir / "workspaces" / str(ids[0])).exists()
 
 
 def test_log_offset_and_follow(api):

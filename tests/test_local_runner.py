@@ -48,8 +48,8 @@ def test_script_with_a_shebang_runs_with_its_interpreter(api):
     assert job["tail"] == ["from python 42"]
 
 
-def test_cancel_kills_the_whole_tree(api, tmp_path):
-    marker = tmp_path / "child.pid"
+def test_cancel_kills_the_whole_tree(api, shared_dir):
+    marker = shared_dir / "child.pid"
     path = add(api, "demo", "tree", f"sleep 300 &\necho $! > {marker}\necho started\nwait\n".encode())
     job_id = api.patch(path).json()["id"]
     deadline = time.monotonic() + 20
@@ -92,9 +92,9 @@ def test_signal_and_exit_code(api):
     assert (failed["result"], failed["rc"], failed["tail"]) == ("exit-code", 7, ["oops"])
 
 
-def test_at_most_max_jobs_at_once(start_server, db, tmp_path):
+def test_at_most_max_jobs_at_once(start_server, db, shared_dir):
     server = start_server(PIETER_MAX_JOBS="2")
-    record = tmp_path / "record"
+    record = shared_dir / "record"
     script = f"echo start $(date +%s.%N) >> {record}\nsleep 0.3\necho end $(date +%s.%N) >> {record}\n"
     with server.client() as api:
         path = add(api, "demo", "par", script.encode())
@@ -158,3 +158,17 @@ def test_log_is_capped_with_a_marker(start_server, db):
     assert log[:3] == ["1", "2", "3"]
     assert "log cut here" in log[-1]
     assert sum(len(line) + 1 for line in log[:-1]) <= 1000
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root server drops jobs to PIETER_JOB_USER")
+def test_jobs_never_run_as_root(api, server):
+    path = add(api, "demo", "who", b"id -un\ntouch /root/pwned 2>/dev/null && echo wrote-root || echo denied\n")
+    job = wait_for_job(api, api.patch(path).json()["id"])
+    assert job["tail"] == ["nobody", "denied"]
+
+
+def test_an_unknown_job_user_is_a_clear_error(start_server, db):
+    if os.geteuid() != 0:
+        pytest.skip("only a root server drops jobs to PIETER_JOB_USER")
+    with pytest.raises(RuntimeError, match="PIETER_JOB_USER"):
+        start_server(PIETER_JOB_USER="no-such-user")

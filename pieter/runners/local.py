@@ -1,15 +1,17 @@
 """The local runner: each job a subprocess of the server, in its own session, for hosts without systemd.
 
 Its jobs are the server's children and end with it; a job found `running` at the next start is `lost`.
+When the server runs as root, jobs run as PIETER_JOB_USER (default `nobody`), never as root.
 """
 
 import asyncio
 import logging
 import os
+import pwd
 import signal
 from typing import Any
 
-from pieter.config import Config
+from pieter.config import Config, ConfigError
 from pieter.models import Result
 from pieter.runners.base import JobFiles, LogSink, Outcome, seal_fds
 from pieter.workspaces import JOB_WRAPPER, job_environment
@@ -64,12 +66,31 @@ class LocalRunner:
     def __init__(self, config: Config):
         self.config = config
         self.running: dict[int, asyncio.subprocess.Process] = {}
+        self.identity: tuple[int, int] | None = None  # (uid, gid) to drop to, when the server is root
+        if os.geteuid() == 0:
+            try:
+                user = pwd.getpwnam(config.job_user)
+            except KeyError:
+                raise ConfigError(f"PIETER_JOB_USER={config.job_user!r}: no such user") from None
+            if user.pw_uid == 0:
+                raise ConfigError("PIETER_JOB_USER must not be root: jobs never run as root")
+            self.identity = (user.pw_uid, user.pw_gid)
+
+    def command(self, files: JobFiles) -> list[str]:
+        """job.sh, as the job's user: the server's root drops to it with setpriv (util-linux)."""
+        argv = ["/bin/sh", str(JOB_WRAPPER), str(files.job_dir)]
+        if self.identity is None:
+            return argv
+        uid, gid = self.identity
+        for path in (files.job_dir, *files.job_dir.iterdir(), files.workspace):
+            os.chown(path, uid, gid)
+        return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
 
     async def run(self, job: dict[str, Any], files: JobFiles, log_sink: LogSink) -> Outcome:
         timeout = float(job["settings"].get("timeout") or self.config.job_timeout or 0) or None
         seal_fds()
         proc = await asyncio.create_subprocess_exec(
-            "/bin/sh", str(JOB_WRAPPER), str(files.job_dir),
+            *self.command(files),
             cwd=files.workspace, env=job_environment(job, files), start_new_session=True,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
