@@ -130,12 +130,19 @@ def _bytes(value: str) -> str:
     return value
 
 
+def _sandbox(value: str) -> str:
+    if value not in ("strict", "relaxed"):
+        raise ValueError("strict or relaxed")
+    return value
+
+
 SETTINGS = {
     "timeout": _seconds,  # PIETER_JOB_TIMEOUT for this scenario
     "keep_jobs": _count,  # PIETER_KEEP_JOBS for this scenario
     "cpu_quota": _percent,  # PIETER_JOB_CPU_QUOTA (systemd runner)
     "memory_max": _bytes,  # PIETER_JOB_MEMORY_MAX (systemd runner)
     "tasks_max": _count,  # PIETER_JOB_TASKS_MAX (systemd runner)
+    "sandbox": _sandbox,  # systemd runner: `relaxed` lifts the syscall, namespace, socket and loopback limits
 }
 
 

@@ -264,6 +264,7 @@ class SystemdSandbox:
                 else:
                     d.rmdir()  # raises: something is still in there
         (self.state / "console.log").unlink(missing_ok=True)
+        (self.state / ".#root.lck").unlink(missing_ok=True)  # nspawn's image lock, sometimes left behind
         for d in (self.state / "root", self.state / "rw", self.state):
             if d.exists():
                 d.rmdir()

@@ -28,15 +28,22 @@ log = logging.getLogger(__name__)
 
 SLICE = "pieter-jobs.slice"
 STATE_ROOT = Path("/var/lib")  # StateDirectory= paths are relative to it
+CGROUP_V2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()  # a unified hierarchy: IP filters work
 LOST_AFTER = 15.0  # seconds a unit may be gone without its collector recording an end, before it is `lost`
 POLL = 0.5
 # The sandbox every job unit gets (DynamicUser= already implies ProtectSystem=strict, PrivateTmp=,
-# RemoveIPC=, NoNewPrivileges= and RestrictSUIDSGID=): chosen so that compilers, JITs and network clones work.
+# RemoveIPC=, NoNewPrivileges= and RestrictSUIDSGID=), chosen so that compilers, JITs and network clones work.
 SANDBOX = (
-    "DynamicUser=yes", "ProtectHome=yes", "PrivateDevices=yes", "ProtectKernelTunables=yes",
+    "DynamicUser=yes", "ProtectHome=yes", "PrivateDevices=yes", "PrivateIPC=yes", "ProtectKernelTunables=yes",
     "ProtectKernelModules=yes", "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes",
     "ProtectHostname=yes", "RestrictRealtime=yes", "LockPersonality=yes", "CapabilityBoundingSet=",
     "ProtectProc=invisible", "SystemCallArchitectures=native", "UMask=0077",
+)  # fmt: skip
+# Tighter still, unless a scenario says `sandbox==relaxed`: these stop some builds (debuggers and sanitizers
+# need ptrace, container tools need namespaces), and then the scenario may relax them.
+STRICT = (
+    "SystemCallFilter=@system-service", "SystemCallErrorNumber=EPERM", "RestrictNamespaces=yes",
+    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", "PrivateUsers=yes",
 )  # fmt: skip
 
 
@@ -177,6 +184,10 @@ class SystemdRunner:
         ]
         if timeout:
             props.append(f"RuntimeMaxSec={timeout}")
+        if settings.get("sandbox") != "relaxed":
+            props += STRICT
+            if CGROUP_V2:
+                props.append("IPAddressDeny=localhost")  # the API and anything else on loopback (needs cgroup v2 BPF)
         return props
 
     async def run(self, job: dict[str, Any], files: JobFiles, log_sink: LogSink) -> Outcome:
