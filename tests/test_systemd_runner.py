@@ -158,3 +158,37 @@ def test_parameters_reach_the_script_but_not_the_unit(api, systemd_pieter):
     assert "collect" in exec_stop_post and "s3cr3t" not in exec_stop_post
     job = wait_for_job(api, job_id)
     assert job["tail"] == ["token=s3cr3t-value"]
+
+
+def test_a_job_cannot_reach_redis_nor_other_units_journals(api, systemd_pieter):
+    probe = b"""#!/usr/bin/python3
+import socket, subprocess
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect("/run/pieter-test/redis.sock")
+    print("redis: reached")
+except OSError as e:
+    print("redis:", type(e).__name__)
+shown = subprocess.run(["journalctl", "--no-pager", "-o", "cat", "-u", "pieter-test.service"],
+                       capture_output=True, text=True).stdout
+print("journal:", "Sanic" in shown)
+"""
+    job = wait_for_job(api, api.patch(add(api, "probe", probe)).json()["id"])
+    assert job["tail"] == ["redis: PermissionError", "journal: False"], job["tail"]
+
+
+def test_job_unit_exposure_is_low(api, systemd_pieter):
+    job_id = api.patch(add(api, "idle", b"sleep 30\n")).json()["id"]
+    wait_for_job(api, job_id, ("running",))
+    report = systemd_pieter.sh(f"systemd-analyze security --no-pager pieter-job-{job_id}.service")
+    exposure = float(report.rsplit("Overall exposure level", 1)[1].split(":")[1].split()[0])
+    assert exposure <= 2.5, report
+    api.post(f"/jobs/{job_id}/cancel")
+
+
+def test_relaxed_sandbox_allows_namespaces(api):
+    script = b"unshare --user --map-root-user id -u && echo namespaces-ok || echo refused\n"
+    strict = wait_for_job(api, api.patch(add(api, "ns", script)).json()["id"])
+    relaxed = wait_for_job(api, api.patch(add(api, "ns", script, query="?sandbox=relaxed")).json()["id"])
+    assert strict["tail"][-1] == "refused"
+    assert relaxed["tail"][-1] == "namespaces-ok", relaxed["tail"]
