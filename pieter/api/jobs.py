@@ -100,7 +100,10 @@ async def get_log(request: Request, job_id: str) -> HTTPResponse | None:
             break
         else:
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
-        state = await store.job_state(number)
+        try:
+            state = await store.job_state(number)
+        except NotFound:  # deleted while followed: what was sent is all there is
+            break
     await response.eof()
     return None
 
