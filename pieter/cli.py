@@ -95,6 +95,36 @@ def token(args: argparse.Namespace) -> int:
     return asyncio.run(act())
 
 
+def client_command(args: argparse.Namespace) -> int:
+    """repos, run, jobs, log, cancel: a client of the server at PIETER_URL."""
+    import signal
+
+    from pieter import client
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `pieter log 5 | head` ends quietly
+    api = client.Client(load())
+    try:
+        if args.command == "repos":
+            return client.repos(api)
+        if args.command == "run":
+            env = dict(item.split("=", 1) for item in args.env)
+            return client.run(api, args.repo, args.scenario, env, args.follow)
+        if args.command == "jobs":
+            return client.jobs(api, args.repo, args.state, args.limit)
+        if args.command == "log":
+            return client.log(api, args.job_id, args.follow)
+        return client.cancel(api, args.job_id)
+    except client.ClientError as e:
+        print(f"pieter {args.command}: {e}", file=sys.stderr)
+        return 1
+
+
+def key_value(text: str) -> str:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pieter", description="Pieter CI, a lightweight private CI server.")
     parser.add_argument("--version", action="version", version=f"pieter {__version__}")
@@ -107,6 +137,25 @@ def main(argv: list[str] | None = None) -> int:
     tokens.add_argument("action", choices=["add", "list", "revoke"])
     tokens.add_argument("name", nargs="?")
     tokens.set_defaults(func=token)
+    commands.add_parser("repos", help="list the server's repos").set_defaults(func=client_command)
+    run = commands.add_parser("run", help="queue a job; --follow streams its log and exits with its exit code")
+    run.add_argument("repo")
+    run.add_argument("scenario")
+    run.add_argument("-e", "--env", action="append", default=[], type=key_value, metavar="KEY=VALUE")
+    run.add_argument("-f", "--follow", action="store_true")
+    run.set_defaults(func=client_command)
+    jobs = commands.add_parser("jobs", help="list jobs, newest first")
+    jobs.add_argument("--repo")
+    jobs.add_argument("--state")
+    jobs.add_argument("--limit", type=int, default=20)
+    jobs.set_defaults(func=client_command)
+    logs = commands.add_parser("log", help="print a job's log; -f follows it until the job ends")
+    logs.add_argument("job_id", type=int)
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.set_defaults(func=client_command)
+    cancel = commands.add_parser("cancel", help="cancel a queued or running job")
+    cancel.add_argument("job_id", type=int)
+    cancel.set_defaults(func=client_command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -35,6 +35,8 @@ class Config:
     require_token: int = 0  # 1: every request needs a token, even on loopback (elsewhere they always do)
     idle_exit: int = 300  # seconds; socket-activated servers exit when idle this long (0: never)
     host: str = socket.gethostname()
+    url: str = "http://127.0.0.1:8000"  # the client commands' server
+    token: str = ""  # the client commands' API token
     job_user: str = "nobody"  # local runner: the user jobs run as when the server runs as root
     # systemd runner: each job unit's limits (a scenario's settings win) and the collector's Python
     job_cpu_quota: str = "100%"
