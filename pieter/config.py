@@ -29,7 +29,10 @@ class Config:
     runner: str = "auto"
     max_jobs: int = os.cpu_count() or 1
     job_timeout: int = 3600
-    keep_jobs: int = 50
+    keep_jobs: int = 50  # finished jobs kept per scenario, with logs and artifacts
+    keep_workspaces: int = 5  # finished jobs per scenario whose workspace is kept (0: none)
+    keep_days: int = 0  # finished jobs older than this are removed whatever their number (0: no age limit)
+    artifacts_max_bytes: int = 100 * 1024 * 1024  # a job's artifacts past this are removed, with a log line
     log_max_bytes: int = 16 * 1024 * 1024
     max_script_bytes: int = 1024 * 1024
     require_token: int = 0  # 1: every request needs a token, even on loopback (elsewhere they always do)

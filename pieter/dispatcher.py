@@ -5,6 +5,7 @@ found again). It also listens for cancels, which may come from any server sharin
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from pieter.store import CANCEL_CHANNEL, Store
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRY_SECONDS = 1.0
+EXPIRE_EVERY = 300.0
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
 
 
@@ -43,7 +45,7 @@ class Dispatcher:
         self._loops: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._loops = [asyncio.create_task(self._claim_loop()), asyncio.create_task(self._cancel_loop())]
+        self._loops = [asyncio.create_task(loop()) for loop in (self._claim_loop, self._cancel_loop, self._expire_loop)]
 
     async def stop(self) -> None:
         """Stop taking jobs; the runner decides what becomes of running ones (local: they end, lost)."""
@@ -132,9 +134,38 @@ class Dispatcher:
                        "recording a job's result")  # fmt: skip
         if entry:
             await retrying(lambda: self.store.ack(entry), "acking a job")
+        await self._limit_artifacts(job["id"])
+        await self._apply_retention(job)
+
+    async def _limit_artifacts(self, job_id: int) -> None:
+        files = workspaces.job_files(self.config.state_dir, job_id)
+        size = sum(a["size"] for a in await asyncio.to_thread(workspaces.artifacts, files))
+        if size > self.config.artifacts_max_bytes:
+            await asyncio.to_thread(workspaces.remove_tree, files.artifacts)
+            await self._log(job_id, [f"pieter: the job's artifacts ({size} bytes) were removed: they exceed "
+                                     f"PIETER_ARTIFACTS_MAX_BYTES={self.config.artifacts_max_bytes}".encode()])  # fmt: skip
+
+    async def _apply_retention(self, job: dict[str, Any]) -> None:
+        """Keep a scenario's newest `keep_jobs` jobs, and the newest `PIETER_KEEP_WORKSPACES` workspaces."""
+        repo, scenario, state_dir = job["repo"], job["scenario"], self.config.state_dir
         keep = int(job["settings"].get("keep_jobs") or self.config.keep_jobs)
-        for old in await retrying(lambda: self.store.prune(job["repo"], job["scenario"], keep), "pruning jobs"):
-            workspaces.remove(self.config.state_dir, old)
+        for old in await retrying(lambda: self.store.prune(repo, scenario, keep), "pruning jobs"):
+            await asyncio.to_thread(workspaces.remove, state_dir, old)
+        beyond = await retrying(lambda: self.store.ended_beyond(repo, scenario, self.config.keep_workspaces),
+                                "pruning workspaces")  # fmt: skip
+        for old in beyond:
+            await asyncio.to_thread(workspaces.remove_workspace, state_dir, old)
+
+    async def _expire_loop(self) -> None:
+        """Every few minutes, remove the ended jobs older than PIETER_KEEP_DAYS."""
+        while self.config.keep_days:
+            try:
+                cutoff = time.time() - self.config.keep_days * 86400
+                for old in await self.store.expire(cutoff):
+                    await asyncio.to_thread(workspaces.remove, self.config.state_dir, old)
+            except REDIS_DOWN as e:
+                log.warning("Redis unavailable (%s); expiry waits", e)
+            await asyncio.sleep(EXPIRE_EVERY)
 
     async def cancel(self, job_id: int) -> None:
         """Stop a job if it runs here (its record already says `cancelled`)."""

@@ -44,3 +44,43 @@ class JobJournal:
 
     def close(self) -> None:
         self.reader.close()
+
+
+UNIT_SUCCESS = "7ad2d189f7e94e70a38c781354912448"  # systemd's "Deactivated successfully" (SD_MESSAGE_UNIT_SUCCESS)
+
+
+def unit_end(unit: str, invocation: str) -> tuple[str, str, str] | None:
+    """How one run of a unit ended, from what systemd (PID 1) logged about it: ($SERVICE_RESULT, $EXIT_CODE,
+    $EXIT_STATUS) as its ExecStopPost= would have seen them, or None while nothing says it has ended. For
+    when no collector recorded the end (a `systemctl daemon-reload` drops a transient unit's `+` commands on
+    systemd 252)."""
+    reader = journal.Reader()
+    try:
+        reader.add_match(_PID="1", UNIT=unit, INVOCATION_ID=invocation)
+        result, exit_code, exit_status = "", "", ""
+        for entry in reader:
+            if entry.get("MESSAGE_ID") and entry["MESSAGE_ID"].hex == UNIT_SUCCESS:
+                result = "success"
+            result = entry.get("UNIT_RESULT", result)
+            exit_code = entry.get("EXIT_CODE", exit_code)
+            status = entry.get("EXIT_STATUS", exit_status)  # a number, or a signal name
+            exit_status = status.decode() if isinstance(status, bytes) else str(status)
+        return (result, exit_code, exit_status) if result else None
+    finally:
+        reader.close()
+
+
+def first_invocation(unit: str, since: float) -> str:
+    """The invocation id of the first run of `unit` started after `since` (Unix time), '' if none."""
+    import datetime
+
+    reader = journal.Reader()
+    try:
+        reader.add_match(_PID="1", UNIT=unit)
+        reader.seek_realtime(datetime.datetime.fromtimestamp(since))
+        for entry in reader:
+            if entry.get("INVOCATION_ID"):
+                return str(entry["INVOCATION_ID"])
+        return ""
+    finally:
+        reader.close()

@@ -430,14 +430,27 @@ class Store:
         if not await self._run("delete_job", job_id):
             raise NotFound(f"no job {job_id}")
 
+    async def ended_beyond(self, repo: str, scenario: str, keep: int) -> list[int]:
+        """The ended jobs of a scenario beyond its newest `keep` jobs, newest first."""
+        old = [int(i) for i in await self.redis.zrevrange(f"{PREFIX}jobs:scenario:{repo}:{scenario}", keep, -1)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in old:
+                pipe.hget(f"{PREFIX}job:{job_id}", "state")
+            states = await pipe.execute()
+        return [i for i, state in zip(old, states, strict=True) if state and State(state.decode()) in ENDED]
+
     async def prune(self, repo: str, scenario: str, keep: int) -> list[int]:
-        """Remove the ended jobs of a scenario beyond the newest `keep`; returns their ids (for their workspaces)."""
-        old = await self.redis.zrevrange(f"{PREFIX}jobs:scenario:{repo}:{scenario}", keep, -1)
+        """Remove the ended jobs of a scenario beyond the newest `keep`; returns their ids (for their files)."""
+        return [i for i in await self.ended_beyond(repo, scenario, keep) if await self._run("delete_job", i)]
+
+    async def expire(self, before: float, batch: int = 500) -> list[int]:
+        """Remove ended jobs queued before `before`, oldest first (ids grow with time); returns their ids."""
         removed = []
-        for job_id in map(int, old):
-            state = await self.redis.hget(f"{PREFIX}job:{job_id}", "state")
-            if state is not None and State(state.decode()) in ENDED and await self._run("delete_job", job_id):
-                removed.append(job_id)
+        for job in await self.jobs_by_id(int(i) for i in await self.redis.zrange(PREFIX + "jobs", 0, batch - 1)):
+            if job["timestamp"] >= before:
+                break
+            if State(job["state"]) in ENDED and await self._run("delete_job", job["id"]):
+                removed.append(job["id"])
         return removed
 
     # Logs

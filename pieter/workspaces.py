@@ -1,6 +1,8 @@
-"""A job's files on disk: `$PIETER_STATE_DIR/jobs/<id>/` (what the server hands the job) and
-`$PIETER_STATE_DIR/workspaces/<id>/` (its working directory, where the source is cloned)."""
+"""A job's files on disk: `$PIETER_STATE_DIR/jobs/<id>/` (what the server hands the job),
+`$PIETER_STATE_DIR/workspaces/<id>/` (its working directory, where the source is cloned) and
+`$PIETER_STATE_DIR/artifacts/<id>/` (files it keeps, $PIETER_ARTIFACTS)."""
 
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -14,17 +16,19 @@ CLONE_CONFIG = JOB_WRAPPER.with_name("clone.gitconfig")  # job.sh finds it besid
 
 
 def job_files(state_dir: Path, job_id: int) -> JobFiles:
-    return JobFiles(state_dir / "jobs" / str(job_id), state_dir / "workspaces" / str(job_id))
+    return JobFiles(*(state_dir / kind / str(job_id) for kind in ("jobs", "workspaces", "artifacts")))
 
 
 def prepare(state_dir: Path, job: dict[str, Any], make_workspace: bool = True) -> JobFiles:
-    """Write the job's directory for `job.sh` (mode 0700) and, unless the runner does, an empty workspace."""
+    """Write the job's directory for `job.sh` (mode 0700) and, unless the runner does, an empty workspace and
+    artifacts directory."""
     files = job_files(state_dir, job["id"])
     remove(state_dir, job["id"])  # a job id reused after a Redis reset must not see an earlier run's files
     files.job_dir.mkdir(parents=True, mode=0o700)
-    files.workspace.parent.mkdir(parents=True, exist_ok=True)
-    if make_workspace:
-        files.workspace.mkdir(mode=0o700)
+    for path in (files.workspace, files.artifacts):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if make_workspace:
+            path.mkdir(mode=0o700)
     if job["source"]:
         (files.job_dir / "source").write_text(job["source"])
         (files.job_dir / "source.shown").write_text(redact_source(job["source"]))
@@ -38,12 +42,21 @@ def prepare(state_dir: Path, job: dict[str, Any], make_workspace: bool = True) -
 def remove(state_dir: Path, job_id: int) -> None:
     """Remove a job's files; a workspace may be a link to where systemd keeps a dynamic user's state."""
     files = job_files(state_dir, job_id)
-    for path in (files.job_dir, files.workspace):
-        if path.is_symlink():
-            shutil.rmtree(path.resolve(), ignore_errors=True)
-            path.unlink(missing_ok=True)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
+    for path in (files.job_dir, files.workspace, files.artifacts):
+        remove_tree(path)
+
+
+def remove_workspace(state_dir: Path, job_id: int) -> None:
+    remove_tree(job_files(state_dir, job_id).workspace)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory, or a link to one (systemd keeps a dynamic user's state under /var/lib/private)."""
+    if path.is_symlink():
+        shutil.rmtree(path.resolve(), ignore_errors=True)
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def job_environment(job: dict[str, Any], files: JobFiles) -> dict[str, str]:
@@ -56,4 +69,40 @@ def job_environment(job: dict[str, Any], files: JobFiles) -> dict[str, str]:
         "PIETER_REPO": job["repo"],
         "PIETER_SCENARIO": job["scenario"],
         "PIETER_WORKSPACE": str(files.workspace),
+        "PIETER_ARTIFACTS": str(files.artifacts),
     }
+
+
+def artifacts(files: JobFiles) -> list[dict[str, Any]]:
+    """The job's artifacts: regular files only (a link could point anywhere), by path relative to the dir."""
+    found = []
+    root = files.artifacts
+    for directory, _, names in os.walk(root):
+        for name in names:
+            path = Path(directory, name)
+            if path.is_file() and not path.is_symlink():
+                found.append({"path": str(path.relative_to(root)), "size": path.stat().st_size})
+    return sorted(found, key=lambda a: a["path"])
+
+
+def artifact(files: JobFiles, relative: str) -> Path:
+    """One artifact's file; LookupError for anything that is not a regular file inside the job's artifacts."""
+    root = files.artifacts.resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root) or path == root or not path.is_file():
+        raise LookupError(relative)
+    return path
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes used by the jobs' directories below `path`, each followed if it is systemd's link to a dynamic
+    user's state, nothing else followed (blocking: run it off the event loop)."""
+    total = 0
+    for entry in path.iterdir() if path.is_dir() else ():
+        for directory, _, names in os.walk(entry.resolve()):
+            for name in names:
+                try:
+                    total += os.lstat(os.path.join(directory, name)).st_blocks * 512
+                except OSError:
+                    pass
+    return total

@@ -172,3 +172,62 @@ def test_an_unknown_job_user_is_a_clear_error(start_server, db):
         pytest.skip("only a root server drops jobs to PIETER_JOB_USER")
     with pytest.raises(RuntimeError, match="PIETER_JOB_USER"):
         start_server(PIETER_JOB_USER="no-such-user")
+
+
+def test_artifacts_are_kept_listed_and_served(api, server):
+    path = add(api, "demo", "art", b"mkdir -p $PIETER_ARTIFACTS/reports\necho built > $PIETER_ARTIFACTS/app.bin\n"
+                                   b"echo ok > $PIETER_ARTIFACTS/reports/test.txt\nln -s /etc/passwd $PIETER_ARTIFACTS/leak\n")  # fmt: skip
+    job_id = api.patch(path).json()["id"]
+    assert wait_for_job(api, job_id)["result"] == "success"
+    listed = api.get(f"/jobs/{job_id}/artifacts").json()
+    assert listed == {"artifacts": [{"path": "app.bin", "size": 6}, {"path": "reports/test.txt", "size": 3}],
+                      "total_bytes": 9}  # fmt: skip
+    assert api.get(f"/jobs/{job_id}/artifacts/reports/test.txt").content == b"ok\n"
+    for bad in ["leak", "../../../etc/passwd", "%2e%2e/%2e%2e/etc/passwd", "reports", "missing"]:
+        response = api.get(f"/jobs/{job_id}/artifacts/{bad}")
+        assert response.status_code == 404, bad
+    assert set(api.get("/").json()["disk"]) == {"workspaces", "artifacts"}  # measured once a minute
+    api.delete(f"/jobs/{job_id}")
+    assert not (server.state_dir / "artifacts" / str(job_id)).exists()
+
+
+def test_oversized_artifacts_are_removed_with_a_log_line(start_server, db):
+    server = start_server(PIETER_ARTIFACTS_MAX_BYTES="1000")
+    with server.client() as api:
+        path = add(api, "demo", "big", b"head -c 5000 /dev/zero > $PIETER_ARTIFACTS/big\n")
+        job = wait_for_job(api, api.patch(path).json()["id"])
+        assert job["result"] == "success"
+        deadline = time.monotonic() + 10
+        while "PIETER_ARTIFACTS_MAX_BYTES" not in api.get(f"/jobs/{job['id']}/log").text:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert api.get(f"/jobs/{job['id']}/artifacts").json()["artifacts"] == []
+
+
+def test_workspaces_beyond_the_newest_are_removed(start_server, db):
+    server = start_server(PIETER_KEEP_WORKSPACES="1")
+    with server.client() as api:
+        path = add(api, "demo", "ws", b"echo x > file\n")
+        ids = [wait_for_job(api, api.patch(path).json()["id"])["id"] for _ in range(3)]
+        time.sleep(0.3)
+        kept = [i for i in ids if (server.state_dir / "workspaces" / str(i)).exists()]
+        assert kept == [ids[-1]]
+        assert all(api.get(f"/jobs/{i}").status_code == 200 for i in ids), "the records stay"
+
+
+def test_jobs_older_than_keep_days_are_expired(start_server, db):
+    server = start_server()
+    with server.client() as api:
+        path = add(api, "demo", "old", b"true\n")
+        old = wait_for_job(api, api.patch(path).json()["id"])["id"]
+    server.stop()
+    db.hset(f"pieter:job:{old}", "timestamp", time.time() - 3 * 86400)
+    server.env["PIETER_KEEP_DAYS"] = "2"
+    server.start()
+    with server.client() as api:
+        new = wait_for_job(api, api.patch(path).json()["id"])["id"]
+        deadline = time.monotonic() + 10
+        while api.get(f"/jobs/{old}").status_code != 404:
+            assert time.monotonic() < deadline, "the old job was not expired"
+            time.sleep(0.1)
+        assert api.get(f"/jobs/{new}").status_code == 200

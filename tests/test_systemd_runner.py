@@ -19,6 +19,12 @@ def add(api, scenario: str, script: bytes, query: str = "", source: str | None =
     return f"/repos/sys/{scenario}"
 
 
+def explain(systemd_pieter, job_id: int) -> str:
+    """What systemd and the server said about a job, for an assertion's message."""
+    return systemd_pieter.sh(f"journalctl --no-pager -o short-monotonic -u pieter-job-{job_id}; "
+                             "journalctl --no-pager -o short-monotonic -u pieter-test -n 30", check=False)  # fmt: skip
+
+
 def journal_lines(systemd_pieter, job_id: int) -> list[str]:
     """The job's own lines in the journal: `journalctl -u` less systemd's messages about the unit."""
     unit = f"pieter-job-{job_id}.service"
@@ -81,11 +87,11 @@ def test_cpu_quota_holds(api):
     assert job["memory_peak"] > 1_000_000, "the unit's peak memory is recorded (cgroup v1 and v2 report it)"
 
 
-def test_timeout_ends_a_job(api):
+def test_timeout_ends_a_job(api, systemd_pieter):
     path = add(api, "sleepy", b"echo sleeping\nsleep 600\n", query="?timeout=2")
     started = time.monotonic()
     job = wait_for_job(api, api.patch(path).json()["id"])
-    assert (job["state"], job["result"]) == ("fail", "timeout")
+    assert (job["state"], job["result"]) == ("fail", "timeout"), explain(systemd_pieter, job["id"])
     assert time.monotonic() - started < 30
 
 
@@ -97,12 +103,15 @@ def test_exit_code_is_recorded(api):
 def test_killed_server_loses_nothing(api, systemd_pieter):
     path = add(api, "slow", b"for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done\n")
     job_id = api.patch(path).json()["id"]
-    wait_for_job(api, job_id, ("running",))
+    deadline = time.monotonic() + 20
+    while "tick 1" not in api.get(f"/jobs/{job_id}/log").text:  # the unit runs (not only the record says so)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     systemd_pieter.sh("systemctl kill --signal=KILL pieter-test.service")
     time.sleep(4)
     assert api.get("/").status_code == 200, "the socket starts the server again"
     job = wait_for_job(api, job_id)
-    assert (job["state"], job["result"]) == ("success", "success")
+    assert (job["state"], job["result"]) == ("success", "success"), explain(systemd_pieter, job_id)
     assert api.get(f"/jobs/{job_id}/log").text == "".join(f"tick {i}\n" for i in range(1, 7))
 
 
@@ -151,7 +160,10 @@ def test_parameters_reach_the_script_but_not_the_unit(api, systemd_pieter):
     assert api.patch(add(api, "p", b"true\n"), json={"env": {"LD_PRELOAD": "/tmp/x.so"}}).status_code == 400
     path = add(api, "params", b'echo "token=$TOKEN"\nsleep 2\n')
     job_id = api.patch(path, json={"env": {"TOKEN": "s3cr3t-value"}}).json()["id"]
-    wait_for_job(api, job_id, ("running",))
+    deadline = time.monotonic() + 20
+    while "token=" not in api.get(f"/jobs/{job_id}/log").text:  # the unit runs
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     environment = systemd_pieter.sh(f"systemctl show -P Environment pieter-job-{job_id}.service")
     assert "PIETER_JOB_ID" in environment and "TOKEN" not in environment and "s3cr3t" not in environment
     exec_stop_post = systemd_pieter.sh(f"systemctl show -P ExecStopPost pieter-job-{job_id}.service")
@@ -192,3 +204,26 @@ def test_relaxed_sandbox_allows_namespaces(api):
     relaxed = wait_for_job(api, api.patch(add(api, "ns", script, query="?sandbox=relaxed")).json()["id"])
     assert strict["tail"][-1] == "refused"
     assert relaxed["tail"][-1] == "namespaces-ok", relaxed["tail"]
+
+
+def test_artifacts_of_a_unit_are_kept(api):
+    path = add(api, "art", b"echo built > $PIETER_ARTIFACTS/app.txt\ntouch $PIETER_WORKSPACE/scratch\n")
+    job = wait_for_job(api, api.patch(path).json()["id"])
+    assert job["result"] == "success", api.get(f"/jobs/{job['id']}/log").text
+    assert api.get(f"/jobs/{job['id']}/artifacts").json()["artifacts"] == [{"path": "app.txt", "size": 6}]
+    assert api.get(f"/jobs/{job['id']}/artifacts/app.txt").content == b"built\n"
+
+
+def test_result_lands_when_a_reload_dropped_the_collector(api, systemd_pieter):
+    """systemd 252 cannot read back a transient unit's `ExecStopPost=+` after `systemctl daemon-reload`
+    (every package install does one): the server then takes the end from what systemd logged."""
+    path = add(api, "reload", b"echo before\nsleep 2\necho after\nexit 3\n")
+    job_id = api.patch(path).json()["id"]
+    deadline = time.monotonic() + 20
+    while "before" not in api.get(f"/jobs/{job_id}/log").text:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    systemd_pieter.sh("systemctl daemon-reload")
+    job = wait_for_job(api, job_id, timeout=60)
+    assert (job["state"], job["result"], job["rc"]) == ("fail", "exit-code", 3), explain(systemd_pieter, job_id)
+    assert api.get(f"/jobs/{job_id}/log").text == "before\nafter\n"

@@ -22,3 +22,5 @@ def add_routes(app: Sanic) -> None:
     app.add_route(jobs.delete_job, "/jobs/<job_id>", methods=["DELETE"])
     app.add_route(jobs.cancel_job, "/jobs/<job_id>/cancel", methods=["POST"])
     app.add_route(jobs.get_log, "/jobs/<job_id>/log", methods=["GET"])
+    app.add_route(jobs.list_artifacts, "/jobs/<job_id>/artifacts", methods=["GET"])
+    app.add_route(jobs.get_artifact, "/jobs/<job_id>/artifacts/<path:path>", methods=["GET"])

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 
 from sanic import Request
-from sanic.response import HTTPResponse, json, raw
+from sanic.response import HTTPResponse, file, json, raw
 
 from pieter import workspaces
 from pieter.api.body import json_object
@@ -106,6 +106,27 @@ async def get_log(request: Request, job_id: str) -> HTTPResponse | None:
             break
     await response.eof()
     return None
+
+
+async def list_artifacts(request: Request, job_id: str) -> HTTPResponse:
+    """The files the job kept under $PIETER_ARTIFACTS: path and size of each."""
+    number = job_id_of(job_id)
+    await request.app.ctx.store.job_state(number)  # 404 for an unknown job
+    files = workspaces.job_files(request.app.ctx.config.state_dir, number)
+    found = await asyncio.to_thread(workspaces.artifacts, files)
+    return json({"artifacts": found, "total_bytes": sum(a["size"] for a in found)})
+
+
+async def get_artifact(request: Request, job_id: str, path: str) -> HTTPResponse:
+    """One artifact's bytes; nothing outside the job's artifacts directory is ever served."""
+    number = job_id_of(job_id)
+    await request.app.ctx.store.job_state(number)
+    files = workspaces.job_files(request.app.ctx.config.state_dir, number)
+    try:
+        found = await asyncio.to_thread(workspaces.artifact, files, path)
+    except LookupError:
+        raise NotFound(f"job {number} has no artifact {path[:200]!r}") from None
+    return await file(found, mime_type="application/octet-stream", filename=found.name)
 
 
 def _text(lines: list[bytes]) -> bytes:

@@ -1,10 +1,15 @@
 """`GET /`: what this server is, and whether its database answers."""
 
-from sanic import Request
+import asyncio
+import time
+
+from sanic import Request, Sanic
 from sanic.response import HTTPResponse, json
 
-from pieter import __version__
+from pieter import __version__, workspaces
 from pieter.dispatcher import REDIS_DOWN
+
+DISK_EVERY = 60.0
 
 
 async def info(request: Request) -> HTTPResponse:
@@ -22,4 +27,16 @@ async def info(request: Request) -> HTTPResponse:
         body["counts"] = await ctx.store.counts()
     except REDIS_DOWN as e:
         body["redis"] = f"unavailable: {e}"
+    body["disk"] = await disk_used(request.app)
     return json(body)
+
+
+async def disk_used(app: Sanic) -> dict[str, int]:
+    """Bytes used by workspaces and artifacts, measured at most once a minute (a walk of the state dir)."""
+    measured_at, usage = getattr(app.ctx, "disk_used", (float("-inf"), {}))
+    if time.monotonic() - measured_at > DISK_EVERY:
+        state_dir = app.ctx.config.state_dir
+        usage = {kind: await asyncio.to_thread(workspaces.disk_usage, state_dir / kind)
+                 for kind in ("workspaces", "artifacts")}  # fmt: skip
+        app.ctx.disk_used = (time.monotonic(), usage)
+    return usage

@@ -28,10 +28,12 @@ class Outcome:
 
 @dataclasses.dataclass(frozen=True)
 class JobFiles:
-    """Where a job lives on disk: `job_dir` holds what the server wrote for it, `workspace` is its cwd."""
+    """Where a job lives on disk: `job_dir` holds what the server wrote for it, `workspace` is its cwd,
+    `artifacts` what it keeps after it ends ($PIETER_ARTIFACTS)."""
 
     job_dir: Path
     workspace: Path
+    artifacts: Path
 
     def outcome(self, rc: int) -> Outcome:
         """How a job that exited with `rc` (negative: killed by that signal) ended."""
@@ -61,7 +63,7 @@ def seal_fds() -> None:
 
 class Runner(Protocol):
     name: str
-    make_workspace: bool  # False: the runner's unit makes the workspace itself (systemd's StateDirectory=)
+    make_workspace: bool  # False: the runner's unit makes workspace and artifacts dirs (systemd's StateDirectory=)
 
     async def run(self, job: dict[str, Any], files: JobFiles, log: LogSink) -> Outcome:
         """Start the job, feed its output lines to `log` as they come, and return how it ended."""

@@ -82,7 +82,7 @@ class LocalRunner:
         if self.identity is None:
             return argv
         uid, gid = self.identity
-        for path in (files.job_dir, *files.job_dir.iterdir(), files.workspace):
+        for path in (files.job_dir, *files.job_dir.iterdir(), files.workspace, files.artifacts):
             os.chown(path, uid, gid)
         return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
 

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 SLICE = "pieter-jobs.slice"
 STATE_ROOT = Path("/var/lib")  # StateDirectory= paths are relative to it
 CGROUP_V2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()  # a unified hierarchy: IP filters work
-LOST_AFTER = 15.0  # seconds a unit may be gone without its collector recording an end, before it is `lost`
+COLLECTOR_GRACE = 5.0  # seconds a gone unit's collector has to record its end before the journal is asked
+LOST_AFTER = 30.0  # seconds a unit may be gone, with no end recorded nor logged by systemd, before it is `lost`
 POLL = 0.5
 # The sandbox every job unit gets (DynamicUser= already implies ProtectSystem=strict, PrivateTmp=,
 # RemoveIPC=, NoNewPrivileges= and RestrictSUIDSGID=), chosen so that compilers, JITs and network clones work.
@@ -92,6 +93,14 @@ async def command(*argv: str) -> tuple[int, str]:
     return proc.returncode or 0, out.decode(errors="replace").strip()
 
 
+async def unit_state(unit: str) -> str:
+    """The unit's ActiveState while it is loaded, '' once it is gone. Asks for loaded units only:
+    `systemctl show` of a gone unit would make systemd try to load it, and log that it cannot."""
+    rc, out = await command("systemctl", "list-units", "--all", "--plain", "--no-legend", unit)
+    fields = out.split()
+    return fields[2] if rc == 0 and len(fields) > 2 and fields[0] == unit else ""
+
+
 async def unit_property(unit: str, name: str) -> str:
     """A property of a loaded unit ('' when the unit is gone: systemd then answers with defaults)."""
     rc, out = await command("systemctl", "show", "--property", f"LoadState,{name}", unit)
@@ -106,7 +115,7 @@ class LogFollower:
     def __init__(self, store: Store, job_id: int, unit: str, invocation: str):
         from pieter.journal import JobJournal
 
-        self.store, self.job_id = store, job_id
+        self.store, self.job_id, self.invocation = store, job_id, invocation
         self.journal = JobJournal(unit, invocation)
         self.cursor: str | None = None
 
@@ -163,7 +172,8 @@ class SystemdRunner:
         ]  # fmt: skip
         props = [
             *SANDBOX,
-            f"StateDirectory={self.state_directory / 'workspaces' / str(job['id'])}",
+            f"StateDirectory={self.state_directory / 'workspaces' / str(job['id'])} "
+            f"{self.state_directory / 'artifacts' / str(job['id'])}",
             f"WorkingDirectory={files.workspace}",
             "CPUAccounting=yes",
             "MemoryAccounting=yes",
@@ -206,7 +216,10 @@ class SystemdRunner:
 
     async def follow(self, job_id: int) -> Outcome:
         """Copy the unit's output into Redis until its end is recorded (by its collector, or by a cancel),
-        and return that end; a unit gone for LOST_AFTER s with no end recorded was `lost`."""
+        and return that end. A unit gone with no end recorded (its collector did not run) ends as systemd's
+        journal says it did, or `lost` when even that is missing."""
+        from pieter.journal import unit_end
+
         unit = unit_name(job_id)
         follower: LogFollower | None = None
         gone_for = 0.0
@@ -217,28 +230,38 @@ class SystemdRunner:
                     if follower is not None:
                         await follower.drain(quiet=0.2)
                     return Outcome(Result(job["result"]), job["rc"])
-                invocation = job["invocation"] or await unit_property(unit, "InvocationID")
-                if follower is None and invocation:
-                    follower = LogFollower(self.store, job_id, unit, invocation)
-                    if not job["invocation"]:
-                        await self.store.transition(job_id, [State.RUNNING], State.RUNNING, invocation=invocation,
-                                                    unit=unit)  # fmt: skip
-                if follower is not None and await follower.step(POLL):
+                if follower is None:
+                    invocation = job["invocation"] or await self.find_invocation(unit, job["started"])
+                    if invocation:
+                        follower = LogFollower(self.store, job_id, unit, invocation)
+                        if not job["invocation"]:
+                            await self.store.transition(job_id, [State.RUNNING], State.RUNNING,
+                                                        invocation=invocation, unit=unit)  # fmt: skip
+                copied = await follower.step(POLL) if follower is not None else await asyncio.sleep(POLL) or 0
+                if copied or await unit_state(unit):
                     gone_for = 0.0
                     continue
-                if follower is None:
-                    await asyncio.sleep(POLL)
-                if await unit_property(unit, "ActiveState"):
-                    gone_for = 0.0
-                else:
-                    gone_for += POLL
-                    if gone_for >= LOST_AFTER:
-                        if follower is not None:
-                            await follower.drain(quiet=0.2)
-                        return Outcome(Result.LOST)
+                gone_for += POLL
+                if gone_for < COLLECTOR_GRACE:
+                    continue  # its collector may be recording the end right now
+                invocation = follower.invocation if follower is not None else ""
+                end = await asyncio.to_thread(unit_end, unit, invocation) if invocation else None
+                if end is not None or gone_for >= LOST_AFTER:
+                    if follower is not None:
+                        await follower.drain(quiet=0.2)
+                    files = job_files(self.config.state_dir, job_id)
+                    return outcome_of(*end, files.workspace) if end else Outcome(Result.LOST)
         finally:
             if follower is not None:
                 follower.close()
+
+    async def find_invocation(self, unit: str, started: float | None) -> str:
+        """The id of the unit's run: from systemd while it is loaded, else from the journal."""
+        if await unit_state(unit):
+            return await unit_property(unit, "InvocationID")
+        from pieter.journal import first_invocation
+
+        return await asyncio.to_thread(first_invocation, unit, started - 1) if started else ""
 
     async def cancel(self, job_id: int) -> None:
         """Stop the unit: systemd kills its whole cgroup; its collector still completes the log."""
@@ -262,7 +285,10 @@ async def collect(config: Config, job_id: int, environ: dict[str, str]) -> None:
     try:
         await retrying(lambda: store.transition(job_id, [State.RUNNING], State.RUNNING, invocation=invocation,
                                                 unit=unit), "recording the invocation")  # fmt: skip
-        await retrying(lambda: follower.drain(quiet=0.3), "completing the log")
+        try:
+            await retrying(lambda: follower.drain(quiet=0.3), "completing the log")
+        except Exception:  # the end matters more than the last lines: record it whatever happened here
+            log.exception("job %s: could not complete its log from the journal", job_id)
         usage = await resource_usage(unit)
         await retrying(lambda: store.finish_job(job_id, outcome.result, outcome.rc, **usage), "recording the end")
     finally:

@@ -1,0 +1,39 @@
+"""A job's files on disk: artifacts served only from inside their directory, disk usage through systemd's links."""
+
+from pathlib import Path
+
+import pytest
+
+from pieter import workspaces
+
+
+@pytest.fixture
+def files(tmp_path: Path):
+    files = workspaces.job_files(tmp_path, 7)
+    private = tmp_path / "private" / "artifacts-7"  # where systemd keeps a dynamic user's state
+    (private / "sub").mkdir(parents=True)
+    (private / "sub" / "report.txt").write_bytes(b"x" * 10_000)
+    (private / "escape").symlink_to("/etc/hostname")
+    files.artifacts.parent.mkdir(parents=True)
+    files.artifacts.symlink_to(private)
+    return files
+
+
+def test_artifacts_lists_regular_files_only(files):
+    assert workspaces.artifacts(files) == [{"path": "sub/report.txt", "size": 10_000}]
+
+
+@pytest.mark.parametrize("path", ["escape", "../../etc/hostname", "/etc/hostname", "sub", "", "nope"])
+def test_nothing_outside_is_served(files, path):
+    with pytest.raises(LookupError):
+        workspaces.artifact(files, path)
+
+
+def test_disk_usage_follows_systemds_links(files, tmp_path):
+    assert workspaces.disk_usage(tmp_path / "artifacts") >= 10_000
+    assert workspaces.disk_usage(tmp_path / "nowhere") == 0
+
+
+def test_remove_takes_the_linked_directory_too(files, tmp_path):
+    workspaces.remove(tmp_path, 7)
+    assert not files.artifacts.exists() and not (tmp_path / "private" / "artifacts-7").exists()
