@@ -54,3 +54,44 @@ clean:
 	-[ -f $(RUN_DIR)/redis.pid ] && kill $$(cat $(RUN_DIR)/redis.pid)
 	rm -rf $(VENV) $(RUN_DIR) $(RUN_STATE) build dist *.egg-info
 
+# Debian package (packaging/debian/): `make deb` builds dist/pieter-ci_<version>_all.deb from the files git knows
+# (committed or not, ignored ones left out) and runs lintian; `make apt-repo` makes dist/apt/, a flat apt repository
+# (`deb [trusted=yes] file:$(CURDIR)/dist/apt ./`). Build dependencies come from debian/control (apt-get build-dep).
+.PHONY: deb apt-repo
+APT_PACKAGES += python3-pip dpkg-dev apt-utils lintian debootstrap
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' pieter/__init__.py)
+DEB := dist/pieter-ci_$(VERSION)_all.deb
+DEB_STAGE := build/deb/pieter-ci-$(VERSION)
+DEB_SOURCES := $(wildcard $(filter-out tests/% bench/% .ci/%,$(shell git ls-files -co --exclude-standard 2>/dev/null)))
+CLEAN_ENV := env -u PYTHONPATH -u VIRTUAL_ENV -u PYTHONHOME PATH=/usr/sbin:/usr/bin:/sbin:/bin
+
+deb: $(DEB)
+
+build/wheels/.done: packaging/debian/vendor-requirements.txt | deps
+	rm -rf build/wheels
+	$(CLEAN_ENV) python3 -m pip download -q --no-deps --only-binary=:all: --require-hashes -d build/wheels -r $<
+	touch $@
+
+$(DEB): $(DEB_SOURCES) build/wheels/.done | deps
+	@test -n "$(DEB_SOURCES)" || { echo "make deb: needs a git checkout"; exit 1; }
+	rm -rf build/deb && mkdir -p $(DEB_STAGE) dist
+	tar -cf - $(DEB_SOURCES) | tar -xf - -C $(DEB_STAGE)
+	cp -r packaging/debian $(DEB_STAGE)/debian
+	cp -r build/wheels $(DEB_STAGE)/debian/wheels
+	cd $(DEB_STAGE) && $(CLEAN_ENV) dpkg-checkbuilddeps 2>/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get build-dep -y -q --no-install-recommends ./; }
+	cd $(DEB_STAGE) && $(CLEAN_ENV) dpkg-buildpackage -b -us -uc > ../build.log 2>&1 \
+		|| { tail -40 ../build.log; exit 1; }
+	test "$$(dpkg-parsechangelog -l packaging/debian/changelog -S Version)" = "$(VERSION)" \
+		|| { echo "packaging/debian/changelog: its version is not $(VERSION) (pieter/__init__.py)"; exit 1; }
+	mv build/deb/pieter-ci_$(VERSION)_all.deb $@
+	lintian --fail-on error $@
+
+apt-repo: dist/apt/Release
+
+dist/apt/Release: $(DEB) | deps
+	rm -rf dist/apt && mkdir -p dist/apt
+	cp $(DEB) dist/apt/
+	cd dist/apt && dpkg-scanpackages --multiversion . /dev/null > Packages 2>/dev/null && gzip -9nk Packages
+	cd dist/apt && apt-ftparchive -o APT::FTPArchive::Release::Origin=pieter-ci \
+		-o APT::FTPArchive::Release::Label=pieter-ci release . > ../Release.tmp && mv ../Release.tmp Release
