@@ -231,3 +231,13 @@ def test_jobs_older_than_keep_days_are_expired(start_server, db):
             assert time.monotonic() < deadline, "the old job was not expired"
             time.sleep(0.1)
         assert api.get(f"/jobs/{new}").status_code == 200
+
+
+def test_a_password_in_the_source_is_not_kept_in_the_clone(api, git_repo):
+    source = f"file://user:hunter2@localhost{git_repo}"
+    path = add(api, "demo", "remote", b"git remote -v\ncat .git/config\n", source=source)
+    job_id = api.patch(path).json()["id"]
+    job = wait_for_job(api, job_id)
+    log = api.get(f"/jobs/{job_id}/log").text
+    assert job["result"] == "success", log
+    assert "origin" in log and "hunter2" not in log and "hunter2" not in str(job), log

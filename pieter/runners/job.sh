@@ -15,6 +15,8 @@ if [ -e "$job/source" ]; then
         : >.pieter-clone-failed
         exit 1
     fi
+    # A password in the URL stays out of .git/config, so that `git remote -v` cannot print it into the log.
+    git remote set-url origin "$(cat "$job/source.shown")"
 fi
 . "$job/params.sh"
 # The script file is not executable (a credential is read-only): run its #! line as the kernel would.
