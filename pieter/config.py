@@ -93,7 +93,10 @@ def read_config_file(path: Path) -> dict[str, str]:
 def load(environ: Mapping[str, str] = os.environ) -> Config:
     """The settings in force: defaults < config file (`PIETER_CONFIG`, if it exists) < environment."""
     path = Path(environ.get("PIETER_CONFIG", DEFAULT_CONFIG_FILE))
-    merged = read_config_file(path) if path.is_file() else {}
+    try:
+        merged = read_config_file(path) if path.is_file() else {}
+    except PermissionError:  # root's file (it may hold a token): a user's client commands go by the environment
+        merged = {}
     merged.update({k: v for k, v in environ.items() if k.startswith("PIETER_")})
     values = {}
     for field in dataclasses.fields(Config):

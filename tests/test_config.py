@@ -38,3 +38,15 @@ def test_shipped_config_lists_every_setting():
     shipped = (Path(__file__).parent.parent / "packaging" / "pieter.conf").read_text()
     for field in Config.__dataclass_fields__:
         assert f"PIETER_{field.upper()}=" in shipped, field
+
+
+def test_an_unreadable_file_is_skipped_for_a_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    conf = tmp_path / "pieter.conf"
+    conf.write_text("PIETER_MAX_JOBS=4\n")
+
+    def refuse(self: Path) -> str:  # what a user meets reading root's mode-600 file (root reads anything)
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    config = load({"PIETER_CONFIG": str(conf), "PIETER_URL": "http://ci:8000"})
+    assert config.url == "http://ci:8000" and config.max_jobs == Config.max_jobs
