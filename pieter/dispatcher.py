@@ -14,7 +14,7 @@ import redis.exceptions
 from pieter import workspaces
 from pieter.config import Config
 from pieter.errors import NotFound
-from pieter.models import Result, State
+from pieter.models import Result, State, mask_secrets
 from pieter.runners.base import Outcome, Runner
 from pieter.store import CANCEL_CHANNEL, Store
 
@@ -109,8 +109,9 @@ class Dispatcher:
         if job is None or job["state"] != State.QUEUED.value:  # deleted or cancelled while queued
             await retrying(lambda: self.store.ack(entry), "acking a job")
             return
+        private = await retrying(lambda: self.store.repo_private(job["repo"]), "reading the repo's secrets")
         try:
-            files = workspaces.prepare(self.config.state_dir, job, self.runner.make_workspace)
+            files = workspaces.prepare(self.config.state_dir, job, self.runner.make_workspace, private)
         except OSError as e:
             await self._log(job_id, [f"pieter: cannot prepare the workspace: {e}".encode()])
             await self._finish(entry, job, Outcome(Result.ERROR))
@@ -118,7 +119,8 @@ class Dispatcher:
         if not await retrying(lambda: self.store.start_job(job_id, self.config.host), "starting a job"):
             await retrying(lambda: self.store.ack(entry), "acking a job")
             return
-        outcome = await self.runner.run(job, files, lambda lines: self._log(job_id, lines))
+        masks = workspaces.secrets_to_mask(files)
+        outcome = await self.runner.run(job, files, lambda lines: self._log(job_id, mask_secrets(lines, masks)))
         await self._finish(entry, job, outcome)
 
     async def _reattach(self, entry: str, job: dict[str, Any]) -> None:

@@ -87,6 +87,33 @@ def check_source(source: object) -> str:
     )
 
 
+def check_commit(commit: object) -> str:
+    """A commit id to check out ('' for the head of the default branch)."""
+    if not isinstance(commit, str) or commit and not re.fullmatch(r"[0-9a-f]{7,64}", commit):
+        raise BadRequest("commit must be a commit id: 7 to 64 hex digits, lowercase")
+    return commit
+
+
+def check_hook_secret(secret: object) -> str:
+    """A forge webhook's shared secret ('' removes it: the repo then accepts no hooks)."""
+    if not isinstance(secret, str) or secret and not 16 <= len(secret) <= 256 or "\x00" in secret:
+        raise BadRequest("secret must be a string of 16 to 256 characters (or '' to remove it)")
+    return secret
+
+
+def check_deploy_key(key: object) -> str:
+    """An SSH private key for cloning the repo ('' removes it)."""
+    if not isinstance(key, str) or len(key) > 16384 or key and "PRIVATE KEY-----" not in key:
+        raise BadRequest("deploy_key must be an SSH private key in PEM/OpenSSH form, at most 16 KiB (or '')")
+    return key if not key or key.endswith("\n") else key + "\n"
+
+
+def check_known_hosts(text: object) -> str:
+    if not isinstance(text, str) or len(text) > 65536 or "\x00" in text:
+        raise BadRequest("known_hosts must be text in ssh's known_hosts format, at most 64 KiB")
+    return text
+
+
 def check_env(env: object) -> dict[str, str]:
     """Job parameters: plain names, string values, no loader or interpreter hooks."""
     if not isinstance(env, dict):
@@ -174,3 +201,15 @@ def check_script(script: bytes, limit: int) -> bytes:
     if len(script) > limit:
         raise TooLarge(f"script is {len(script)} bytes, more than PIETER_MAX_SCRIPT_BYTES={limit}")
     return script
+
+
+def mask_secrets(lines: list[bytes], secrets: list[bytes]) -> list[bytes]:
+    """The lines with every secret value replaced by `***` (what the log in Redis keeps)."""
+    if not secrets:
+        return lines
+    masked = []
+    for line in lines:
+        for secret in secrets:
+            line = line.replace(secret, b"***")
+        masked.append(line)
+    return masked

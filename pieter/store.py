@@ -3,7 +3,8 @@
 Keys (prefix `pieter:`; values readable in redis-cli):
     schema                      string   layout version (SCHEMA_VERSION)
     repos                       zset     repo names, score 0 (lexical order)
-    repo:{repo}                 hash     name source created updated latest_job
+    repo:{repo}                 hash     name source created updated latest_job, and what no GET returns:
+                                         secret (webhook), secrets (JSON: name → value), deploy_key, known_hosts
     repo:{repo}:scenarios       zset     scenario names, score 0
     scenario:{repo}:{scenario}  hash     script (raw bytes) created updated latest_job set:{setting}...
     job:next                    string   last job id given out (INCR)
@@ -41,7 +42,7 @@ LOG_CUT_MARKER = b"[pieter: log cut here: it reached PIETER_LOG_MAX_BYTES]"
 
 JOB_FIELDS = (
     "id", "repo", "scenario", "host", "state", "result", "rc", "env", "source", "settings",
-    "timestamp", "started", "finished", "duration", "unit", "invocation", "cpu_seconds", "memory_peak",
+    "timestamp", "started", "finished", "duration", "unit", "invocation", "cpu_seconds", "memory_peak", "commit",
 )  # fmt: skip
 INT_FIELDS = {"id", "rc", "memory_peak"}
 FLOAT_FIELDS = {"timestamp", "started", "finished", "duration", "cpu_seconds"}
@@ -265,9 +266,10 @@ class Store:
     async def repo(self, name: str) -> dict[str, Any]:
         key = f"{PREFIX}repo:{name}"
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(key, "source", "created", "updated", "latest_job")
+            pipe.hmget(key, "source", "created", "updated", "latest_job", "secret", "secrets", "deploy_key",
+                       "known_hosts")  # fmt: skip
             pipe.zrange(key + ":scenarios", 0, -1)
-            (source, created, updated, latest), scenarios = await pipe.execute()
+            (source, created, updated, latest, secret, secrets, key_, known), scenarios = await pipe.execute()
         if created is None:
             raise NotFound(f"no repo named {name!r}")
         return {
@@ -277,7 +279,19 @@ class Store:
             "latest_job": int(latest) if latest else None,
             "created": float(created),
             "updated": float(updated),
+            "webhook_secret": bool(secret),
+            "secrets": sorted(json.loads(secrets or "{}")),
+            "deploy_key": bool(key_),
+            "known_hosts": _text(known),
         }
+
+    async def repo_private(self, name: str) -> dict[str, Any]:
+        """What a repo keeps from every GET: its webhook secret, secret variables, deploy key, known hosts."""
+        secret, secrets, key, known = await self.redis.hmget(
+            f"{PREFIX}repo:{name}", "secret", "secrets", "deploy_key", "known_hosts"
+        )
+        return {"secret": _text(secret), "secrets": json.loads(secrets or "{}"), "deploy_key": _text(key),
+                "known_hosts": _text(known)}  # fmt: skip
 
     async def put_repo(self, name: str, fields: dict[str, str]) -> bool:
         """Create or update a repo with the given fields, keeping the others; True when it was created."""
@@ -323,10 +337,11 @@ class Store:
         return [int(i) for i in cancelled]
 
     # Jobs
-    async def create_job(self, repo: str, scenario: str, env: dict[str, str]) -> int:
-        """One step: a new id, the record with snapshots of script, source and settings, the queue entry."""
+    async def create_job(self, repo: str, scenario: str, env: dict[str, str], commit: str = "") -> int:
+        """One step: a new id, the record with snapshots of script, source and settings, the queue entry.
+        `commit`: check out that commit rather than the head of the default branch."""
         now = time.time()
-        job_id = await self._run("create_job", repo, scenario, "env", json.dumps(env), "timestamp", now)
+        job_id = await self._run("create_job", repo, scenario, "env", json.dumps(env), "timestamp", now, "commit", commit)
         if not job_id:
             await self.scenario(repo, scenario)  # raises the 404 that fits
             raise NotFound(f"no scenario named {scenario!r} in repo {repo!r}")

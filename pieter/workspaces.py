@@ -2,6 +2,7 @@
 `$PIETER_STATE_DIR/workspaces/<id>/` (its working directory, where the source is cloned) and
 `$PIETER_STATE_DIR/artifacts/<id>/` (files it keeps, $PIETER_ARTIFACTS)."""
 
+import json
 import os
 import shlex
 import shutil
@@ -13,13 +14,15 @@ from pieter.runners.base import JobFiles
 
 JOB_WRAPPER = Path(__file__).parent / "runners" / "job.sh"
 CLONE_CONFIG = JOB_WRAPPER.with_name("clone.gitconfig")  # job.sh finds it beside itself
+MASKS = "masks"  # in a job's directory: the secret values its log must not show
 
 
 def job_files(state_dir: Path, job_id: int) -> JobFiles:
     return JobFiles(*(state_dir / kind / str(job_id) for kind in ("jobs", "workspaces", "artifacts")))
 
 
-def prepare(state_dir: Path, job: dict[str, Any], make_workspace: bool = True) -> JobFiles:
+def prepare(state_dir: Path, job: dict[str, Any], make_workspace: bool = True,
+            private: dict[str, Any] | None = None) -> JobFiles:  # fmt: skip
     """Write the job's directory for `job.sh` (mode 0700) and, unless the runner does, an empty workspace and
     artifacts directory."""
     files = job_files(state_dir, job["id"])
@@ -29,14 +32,35 @@ def prepare(state_dir: Path, job: dict[str, Any], make_workspace: bool = True) -
         path.parent.mkdir(parents=True, exist_ok=True)
         if make_workspace:
             path.mkdir(mode=0o700)
+    private = private or {}
     if job["source"]:
         (files.job_dir / "source").write_text(job["source"])
         (files.job_dir / "source.shown").write_text(redact_source(job["source"]))
+        if job.get("commit"):
+            (files.job_dir / "commit").write_text(job["commit"])
+        for name in ("deploy_key", "known_hosts"):
+            if private.get(name):
+                (files.job_dir / name).write_text(private[name])
+    variables = {**job["env"], **private.get("secrets", {})}  # the repo's secrets win over a job's parameters
+    # Values masked in the log; not handed to the job (MASKS is not a job file, see job_file_names)
+    (files.job_dir / MASKS).write_text(json.dumps(sorted(v for v in private.get("secrets", {}).values() if len(v) >= 3)))
     (files.job_dir / "params.sh").write_text(
-        "".join(f"export {name}={shlex.quote(value)}\n" for name, value in job["env"].items())
+        "".join(f"export {name}={shlex.quote(value)}\n" for name, value in variables.items())
     )
     (files.job_dir / "script").write_bytes(job["script"])
     return files
+
+
+def job_inputs(files: JobFiles) -> list[Path]:
+    """The files job.sh reads (the job's directory less what only the server uses)."""
+    return sorted(p for p in files.job_dir.iterdir() if p.name != MASKS)
+
+
+def secrets_to_mask(files: JobFiles) -> list[bytes]:
+    try:
+        return [v.encode() for v in json.loads((files.job_dir / MASKS).read_text())]
+    except (OSError, ValueError):
+        return []
 
 
 def remove(state_dir: Path, job_id: int) -> None:

@@ -1,6 +1,7 @@
 """Jobs run by the local runner, end to end through a real server and a real Redis."""
 
 import os
+import subprocess
 import time
 
 import pytest
@@ -241,3 +242,29 @@ def test_a_password_in_the_source_is_not_kept_in_the_clone(api, git_repo):
     log = api.get(f"/jobs/{job_id}/log").text
     assert job["result"] == "success", log
     assert "origin" in log and "hunter2" not in log and "hunter2" not in str(job), log
+
+
+def test_repo_secrets_reach_the_script_masked_in_the_log(api):
+    api.put("/repos/vault", json={"secrets": {"API_KEY": "s3cr3t-value"}, "secret": "w" * 20})
+    shown = api.get("/repos/vault")
+    assert shown.json()["secrets"] == ["API_KEY"] and shown.json()["webhook_secret"] is True
+    assert "s3cr3t" not in shown.text and "wwww" not in shown.text
+    path = add(api, "vault", "use", b'echo "key=$API_KEY"\n[ "$API_KEY" = s3cr3t-value ] && echo matches\n')
+    job_id = api.patch(path, json={"env": {"API_KEY": "from-params"}}).json()["id"]
+    wait_for_job(api, job_id)
+    assert api.get(f"/jobs/{job_id}/log").text == "key=***\nmatches\n"
+    assert "s3cr3t" not in api.get(f"/jobs/{job_id}").text
+
+
+def test_a_job_checks_out_the_commit_it_is_given(api, git_repo):
+    git = ["git", "-C", str(git_repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    first = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (git_repo / "hello.txt").write_text("second version\n")
+    subprocess.run([*git, "commit", "-qam", "second"], check=True)
+    path = add(api, "demo", "at", b"cat hello.txt\n", source=str(git_repo))
+    pinned = wait_for_job(api, api.patch(path, json={"commit": first}).json()["id"])
+    head = wait_for_job(api, api.patch(path).json()["id"])
+    assert pinned["result"] == "success", api.get(f"/jobs/{pinned['id']}/log").text
+    assert pinned["commit"] == first and pinned["tail"][-1] == "hello from the repo"
+    assert head["tail"][-1] == "second version"
+    assert api.patch(path, json={"commit": "not-a-sha"}).status_code == 400

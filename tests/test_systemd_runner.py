@@ -227,3 +227,12 @@ def test_result_lands_when_a_reload_dropped_the_collector(api, systemd_pieter):
     job = wait_for_job(api, job_id, timeout=60)
     assert (job["state"], job["result"], job["rc"]) == ("fail", "exit-code", 3), explain(systemd_pieter, job_id)
     assert api.get(f"/jobs/{job_id}/log").text == "before\nafter\n"
+
+
+def test_repo_secrets_are_masked_in_redis(api, systemd_pieter):
+    api.put("/repos/vault", json={"secrets": {"API_KEY": "s3cr3t-value"}})
+    api.put("/repos/vault/use", content=b'echo "key=$API_KEY"\n')
+    job_id = api.patch("/repos/vault/use").json()["id"]
+    job = wait_for_job(api, job_id)
+    assert job["result"] == "success"
+    assert api.get(f"/jobs/{job_id}/log").text == "key=***\n"

@@ -9,7 +9,7 @@ from sanic.response import HTTPResponse, file, json, raw
 from pieter import workspaces
 from pieter.api.body import json_object
 from pieter.errors import BadRequest, Conflict, NotFound
-from pieter.models import ENDED, State, check_env, check_name
+from pieter.models import ENDED, State, check_commit, check_env, check_name
 
 FOLLOW_POLL_SECONDS = 0.2
 MAX_PAGE = 200
@@ -32,9 +32,11 @@ async def queue_job(request: Request, repo: str, scenario: str) -> HTTPResponse:
     """201 with the job and `Location: /jobs/{id}`; the job snapshots the script and source now."""
     check_name("repo", repo)
     check_name("scenario", scenario)
-    env = check_env(json_object(request, {"env"}).get("env", {}))
+    body = json_object(request, {"env", "commit"})
+    env = check_env(body.get("env", {}))
+    commit = check_commit(body.get("commit", ""))
     store = request.app.ctx.store
-    job_id = await store.create_job(repo, scenario, env)
+    job_id = await store.create_job(repo, scenario, env, commit)
     return json(await store.job(job_id), status=201, headers={"Location": f"/jobs/{job_id}"})
 
 

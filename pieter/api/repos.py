@@ -1,12 +1,22 @@
 """Repos and their scenarios (shell scripts): create, read, replace, delete."""
 
 import base64
+import json as jsonlib
 
 from sanic import Request
 from sanic.response import HTTPResponse, json, raw
 
 from pieter.api.body import json_object
-from pieter.models import check_name, check_script, check_settings, check_source
+from pieter.models import (
+    check_deploy_key,
+    check_env,
+    check_hook_secret,
+    check_known_hosts,
+    check_name,
+    check_script,
+    check_settings,
+    check_source,
+)
 
 
 async def list_repos(request: Request) -> HTTPResponse:
@@ -20,10 +30,10 @@ async def get_repo(request: Request, repo: str) -> HTTPResponse:
 async def put_repo(request: Request, repo: str) -> HTTPResponse:
     """Create (201) or update (200) a repo: the fields sent change, the others stay."""
     check_name("repo", repo)
-    body = json_object(request, {"source"})
-    fields = {}
-    if body.get("source") is not None:
-        fields["source"] = check_source(body["source"])
+    body = json_object(request, {"source", "secret", "secrets", "deploy_key", "known_hosts"})
+    checks = {"source": check_source, "secret": check_hook_secret, "deploy_key": check_deploy_key,
+              "known_hosts": check_known_hosts, "secrets": lambda v: jsonlib.dumps(check_env(v))}  # fmt: skip
+    fields = {name: check(body[name]) for name, check in checks.items() if body.get(name) is not None}
     store = request.app.ctx.store
     created = await store.put_repo(repo, fields)
     return json(await store.repo(repo), status=201 if created else 200)

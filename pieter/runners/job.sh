@@ -1,16 +1,43 @@
 #!/bin/sh
-# One job, as every runner starts it, in its workspace (the cwd): clone the source if the job has one, then
+# One job, as every runner starts it, in its workspace (the cwd): fetch the source if the job has one, then
 # run the scenario script with the job's parameters. The job's files are in $1 (local runner) or in the
 # unit's credentials directory (systemd runner), written by the server:
 #   source       the git URL or path to clone (absent: an empty workspace)
 #   source.shown the same with any password replaced, for the log
-#   params.sh    `export NAME='value'` lines: the parameters, given to the script only, never to the clone
+#   commit       a commit to check out instead of the default branch's head (a webhook's push)
+#   deploy_key   an SSH private key for the fetch, with known_hosts (held by an ssh-agent during the fetch)
+#   params.sh    `export NAME='value'` lines: the parameters, given to the script only, never to the fetch
 #   script       the scenario, run by its #! line if it has one, else by /bin/sh
 set -u
 job=${1:-$CREDENTIALS_DIRECTORY}
+
+fetch() {
+    source=$(cat "$job/source")
+    if [ -e "$job/commit" ]; then
+        commit=$(cat "$job/commit")
+        git init -q . && git remote add origin "$source" && git fetch -q --depth 1 origin "$commit" \
+            && git -c advice.detachedHead=false checkout -q FETCH_HEAD && echo "pieter: checked out $commit"
+    else
+        git clone --no-local --depth 1 -- "$source" .
+    fi
+}
+
 if [ -e "$job/source" ]; then
     echo "pieter: cloning $(cat "$job/source.shown")"
-    if ! GIT_CONFIG_GLOBAL="$(dirname "$0")/clone.gitconfig" git clone --no-local --depth 1 -- "$(cat "$job/source")" . 2>&1; then
+    # clone.gitconfig: a local source belongs to another user than the job's (safe.directory)
+    GIT_CONFIG_GLOBAL="$(dirname "$0")/clone.gitconfig"
+    export GIT_CONFIG_GLOBAL
+    if [ -e "$job/deploy_key" ]; then
+        eval "$(ssh-agent -s)" >/dev/null && ssh-add -q "$job/deploy_key"
+        known_hosts=/dev/null
+        [ -e "$job/known_hosts" ] && known_hosts=$job/known_hosts
+        export GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$known_hosts"
+    fi
+    fetch 2>&1
+    fetched=$?
+    [ -n "${SSH_AGENT_PID:-}" ] && ssh-agent -k >/dev/null
+    unset GIT_CONFIG_GLOBAL GIT_SSH_COMMAND SSH_AUTH_SOCK SSH_AGENT_PID
+    if [ $fetched -ne 0 ]; then
         echo "pieter: git clone failed: the job did not run"
         : >.pieter-clone-failed
         exit 1

@@ -14,7 +14,7 @@ from typing import Any
 from pieter.config import Config, ConfigError
 from pieter.models import Result
 from pieter.runners.base import JobFiles, LogSink, Outcome, seal_fds
-from pieter.workspaces import JOB_WRAPPER, job_environment
+from pieter.workspaces import JOB_WRAPPER, job_environment, job_inputs
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class LocalRunner:
         if self.identity is None:
             return argv
         uid, gid = self.identity
-        for path in (files.job_dir, *files.job_dir.iterdir(), files.workspace, files.artifacts):
+        for path in (files.job_dir, *job_inputs(files), files.workspace, files.artifacts):
             os.chown(path, uid, gid)
         return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from pieter.config import Config, ConfigError
-from pieter.models import Result, State
+from pieter.models import Result, State, mask_secrets
 from pieter.runners.base import CLONE_FAILED_MARKER, JobFiles, LogSink, Outcome, seal_fds
 from pieter.store import Store
-from pieter.workspaces import CLONE_CONFIG, JOB_WRAPPER, job_environment, job_files
+from pieter.workspaces import CLONE_CONFIG, JOB_WRAPPER, job_environment, job_files, job_inputs, secrets_to_mask
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,10 @@ class LogFollower:
     """Copies one run's journal lines into the job's Redis log from the cursor stored there. Two followers
     of one job (the server's, the collector's) may run at once: the store's cursor check keeps out doubles."""
 
-    def __init__(self, store: Store, job_id: int, unit: str, invocation: str):
+    def __init__(self, store: Store, job_id: int, unit: str, invocation: str, masks: list[bytes]):
         from pieter.journal import JobJournal
 
-        self.store, self.job_id, self.invocation = store, job_id, invocation
+        self.store, self.job_id, self.invocation, self.masks = store, job_id, invocation, masks
         self.journal = JobJournal(unit, invocation)
         self.cursor: str | None = None
 
@@ -125,7 +125,8 @@ class LogFollower:
             self.cursor = await self.store.log_cursor(self.job_id)
             await asyncio.to_thread(self.journal.seek, self.cursor)
         lines, cursor = await asyncio.to_thread(self.journal.read, 1000, wait)
-        if lines and await self.store.append_log_after(self.job_id, self.cursor, cursor, lines):
+        if lines and await self.store.append_log_after(self.job_id, self.cursor, cursor,
+                                                       mask_secrets(lines, self.masks)):  # fmt: skip
             self.cursor = cursor
         elif lines:
             self.cursor = None  # another follower wrote these: continue from where it got to
@@ -190,7 +191,7 @@ class SystemdRunner:
             *(f"Environment={exec_line([f'{k}={v}'])}" for k, v in environment.items()),
             # The job's files, and job.sh itself: a job cannot see /tmp, /home or /root, where a checkout of
             # Pieter may live, so systemd hands it copies only its user can read.
-            *(f"LoadCredential={f.name}:{f}" for f in [*sorted(files.job_dir.iterdir()), JOB_WRAPPER, CLONE_CONFIG]),
+            *(f"LoadCredential={f.name}:{f}" for f in [*job_inputs(files), JOB_WRAPPER, CLONE_CONFIG]),
         ]
         if timeout:
             props.append(f"RuntimeMaxSec={timeout}")
@@ -233,7 +234,8 @@ class SystemdRunner:
                 if follower is None:
                     invocation = job["invocation"] or await self.find_invocation(unit, job["started"])
                     if invocation:
-                        follower = LogFollower(self.store, job_id, unit, invocation)
+                        masks = secrets_to_mask(job_files(self.config.state_dir, job_id))
+                        follower = LogFollower(self.store, job_id, unit, invocation, masks)
                         if not job["invocation"]:
                             await self.store.transition(job_id, [State.RUNNING], State.RUNNING,
                                                         invocation=invocation, unit=unit)  # fmt: skip
@@ -281,7 +283,7 @@ async def collect(config: Config, job_id: int, environ: dict[str, str]) -> None:
     files = job_files(config.state_dir, job_id)
     outcome = outcome_of(environ.get("SERVICE_RESULT", ""), environ.get("EXIT_CODE", ""),
                          environ.get("EXIT_STATUS", ""), files.workspace)  # fmt: skip
-    follower = LogFollower(store, job_id, unit, invocation)
+    follower = LogFollower(store, job_id, unit, invocation, secrets_to_mask(files))
     try:
         await retrying(lambda: store.transition(job_id, [State.RUNNING], State.RUNNING, invocation=invocation,
                                                 unit=unit), "recording the invocation")  # fmt: skip
