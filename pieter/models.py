@@ -157,6 +157,12 @@ def _bytes(value: str) -> str:
     return value
 
 
+def _branches(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_./*?-]+(,[A-Za-z0-9_./*?-]+)*", value) or len(value) > 1000:
+        raise ValueError("branch names or globs, comma separated, such as main,release/*")
+    return value
+
+
 def _sandbox(value: str) -> str:
     if value not in ("strict", "relaxed"):
         raise ValueError("strict or relaxed")
@@ -169,6 +175,7 @@ SETTINGS = {
     "cpu_quota": _percent,  # PIETER_JOB_CPU_QUOTA (systemd runner)
     "memory_max": _bytes,  # PIETER_JOB_MEMORY_MAX (systemd runner)
     "tasks_max": _count,  # PIETER_JOB_TASKS_MAX (systemd runner)
+    "branches": _branches,  # webhooks: only pushes to these branches (globs) queue a job
     "sandbox": _sandbox,  # systemd runner: `relaxed` lifts the syscall, namespace, socket and loopback limits
 }
 
