@@ -38,7 +38,9 @@ def create_app(config: Config, idle_exit: bool = False, local_only: bool = True)
     app = Sanic("pieter", configure_logging=False)
     app.config.update(
         {
-            "REQUEST_MAX_SIZE": config.max_script_bytes + 64 * 1024,  # larger: our 413 names the limit
+            # Bodies past this get Sanic's 413; scripts have their own, named limit. A forge's push payload
+            # may be up to 25 MB (GitHub).
+            "REQUEST_MAX_SIZE": max(config.max_script_bytes + 64 * 1024, 32 * 1024 * 1024),
             "FALLBACK_ERROR_FORMAT": "json",
             "ACCESS_LOG": False,
             "MOTD": False,

@@ -62,7 +62,7 @@ def check_name(kind: str, name: str) -> str:
 
 
 GIT_SCHEMES = ("https", "ssh", "git", "file")
-SCP_LIKE = re.compile(r"(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9][A-Za-z0-9.-]*:[^:].*")  # user@host:path, as ssh
+SCP_LIKE = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?[A-Za-z0-9][A-Za-z0-9.-]*:[^:].*")  # user@host:path, as ssh
 
 
 def check_source(source: object) -> str:
@@ -74,6 +74,8 @@ def check_source(source: object) -> str:
         raise BadRequest("source must not contain spaces at its ends or control characters")
     if len(source) > 2048:
         raise BadRequest("source is longer than 2048 characters")
+    if source.startswith("-"):
+        raise BadRequest("source must not start with '-' (git would read it as an option)")
     scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", source)
     if source == "" or source.startswith("/") and "::" not in source:
         return source

@@ -29,7 +29,8 @@ def new_secret() -> str:
 
 
 def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    # surrogateescape: a header's undecodable bytes come as surrogates; they hash (and fail to match), not crash
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def matches(secret: str, digests: list[str]) -> bool:

@@ -28,7 +28,7 @@ def test_good_sources(source):
 
 @pytest.mark.parametrize(
     "source",
-    ["-u", "--upload-pack=x", "ext::sh -c x", "EXT::x", "fd::17", "host::x", "a\nb", " x", 5, "http://example.com/x",
+    ["-u", "-x@host:path", "--upload-pack=x", "ext::sh -c x", "EXT::x", "fd::17", "host::x", "a\nb", " x", 5, "http://example.com/x",
      "ftp://example.com/x", "relative/path", "./x", "/srv/x::y"],
 )  # fmt: skip
 def test_bad_sources(source):

@@ -57,3 +57,14 @@ def test_required_off_loopback(start_server, db):
                                              ("0.0.0.0", False), ("192.0.2.7", False), ("::", False)])  # fmt: skip
 def test_what_counts_as_local(host, local):
     assert tokens.is_local(None, host) is local
+
+
+def test_a_token_that_is_not_utf8_is_refused_not_a_crash(server):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port)) as conn:
+        conn.sendall(b"GET /repos HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := conn.recv(4096):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 401"), reply[:200]

@@ -2,7 +2,7 @@
 
 from sanic import Sanic
 
-from pieter.api import jobs, openapi, repos, service
+from pieter.api import hooks, jobs, openapi, repos, schedules, service
 
 
 def add_routes(app: Sanic) -> None:
@@ -17,6 +17,10 @@ def add_routes(app: Sanic) -> None:
     app.add_route(repos.delete_scenario, "/repos/<repo>/<scenario>", methods=["DELETE"])
     app.add_route(jobs.queue_job, "/repos/<repo>/<scenario>", methods=["PATCH"])
     app.add_route(repos.get_script, "/repos/<repo>/<scenario>/script", methods=["GET"])
+    app.add_route(hooks.hook, "/hooks/<repo>/<scenario>", methods=["POST"])
+    app.add_route(schedules.put_schedule, "/repos/<repo>/<scenario>/schedule", methods=["PUT"])
+    app.add_route(schedules.get_schedule, "/repos/<repo>/<scenario>/schedule", methods=["GET"])
+    app.add_route(schedules.delete_schedule, "/repos/<repo>/<scenario>/schedule", methods=["DELETE"])
     app.add_route(jobs.list_jobs, "/jobs", methods=["GET"])
     app.add_route(jobs.get_job, "/jobs/<job_id>", methods=["GET"])
     app.add_route(jobs.delete_job, "/jobs/<job_id>", methods=["DELETE"])

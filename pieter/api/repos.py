@@ -6,6 +6,7 @@ import json as jsonlib
 from sanic import Request
 from sanic.response import HTTPResponse, json, raw
 
+from pieter import schedules
 from pieter.api.body import json_object
 from pieter.models import (
     check_deploy_key,
@@ -41,6 +42,7 @@ async def put_repo(request: Request, repo: str) -> HTTPResponse:
 
 async def delete_repo(request: Request, repo: str) -> HTTPResponse:
     cancelled = await request.app.ctx.store.delete_repo(check_name("repo", repo))
+    await schedules.forget(repo)  # its scenarios' timers
     return json({"deleted": repo, "cancelled_jobs": cancelled})
 
 
@@ -78,4 +80,5 @@ async def put_scenario(request: Request, repo: str, scenario: str) -> HTTPRespon
 
 async def delete_scenario(request: Request, repo: str, scenario: str) -> HTTPResponse:
     cancelled = await request.app.ctx.store.delete_scenario(check_name("repo", repo), check_name("scenario", scenario))
+    await schedules.forget(repo, scenario)  # its timer, if it has one
     return json({"deleted": scenario, "repo": repo, "cancelled_jobs": cancelled})
