@@ -14,6 +14,9 @@ def inherited_socket() -> socket.socket | None:
     from systemd import daemon
 
     fds = daemon.listen_fds()
+    if len(fds) > 1:
+        logging.warning("systemd passed %d sockets: serving the first only (give pieter-ci.socket one "
+                        "ListenStream=)", len(fds))  # fmt: skip
     return socket.socket(fileno=fds[0]) if fds else None
 
 
