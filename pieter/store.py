@@ -15,6 +15,9 @@ Keys (prefix `pieter:`; values readable in redis-cli):
     jobs:repo:{repo}            zset     job ids of a repo
     jobs:scenario:{repo}:{scn}  zset     job ids of a scenario
     jobs:state:{state}          zset     job ids in each state
+    jobs:repo:{repo}:state:{state}, jobs:scenario:{repo}:{scn}:state:{state}
+                                zset     the same per repo and per scenario, so every filter of GET /jobs
+                                         is one sorted set (no intersection on a request path)
     queue                       stream   one entry {job: id} per queued job; consumer group `runners`,
                                          one consumer per host; acked when the job has ended
     cancel                      pubsub   job ids cancelled, for the host that runs them
@@ -50,13 +53,18 @@ FLOAT_FIELDS = {"timestamp", "started", "finished", "duration", "cpu_seconds"}
 # Lua: move job ARGV[2] from one of the states ARGV[3] (space separated) to ARGV[4], setting field pairs
 # ARGV[5..]. Returns 'ok', or the state it found ('' if there is no such job) so the caller can say why.
 _MOVE = """
+local function state_keys(prefix, repo, scenario, state)
+  return {prefix .. 'jobs:state:' .. state, prefix .. 'jobs:repo:' .. repo .. ':state:' .. state,
+          prefix .. 'jobs:scenario:' .. repo .. ':' .. scenario .. ':state:' .. state}
+end
 local function move(prefix, id, allowed, to, fields)
   local key = prefix .. 'job:' .. id
-  local cur = redis.call('HGET', key, 'state')
+  local f = redis.call('HMGET', key, 'state', 'repo', 'scenario')
+  local cur = f[1]
   if not cur then return '' end
   if not string.find(' ' .. allowed .. ' ', ' ' .. cur .. ' ', 1, true) then return cur end
-  redis.call('ZREM', prefix .. 'jobs:state:' .. cur, id)
-  redis.call('ZADD', prefix .. 'jobs:state:' .. to, id, id)
+  for _, k in ipairs(state_keys(prefix, f[2], f[3], cur)) do redis.call('ZREM', k, id) end
+  for _, k in ipairs(state_keys(prefix, f[2], f[3], to)) do redis.call('ZADD', k, id, id) end
   redis.call('HSET', key, 'state', to)
   for i = 1, #fields, 2 do redis.call('HSET', key, fields[i], fields[i + 1]) end
   if to ~= 'queued' and to ~= 'running' then
@@ -82,7 +90,9 @@ end
 """
 TRANSITION = _MOVE + "return move(ARGV[1], ARGV[2], ARGV[3], ARGV[4], {unpack(ARGV, 5)})"
 
-CREATE_JOB = """
+CREATE_JOB = (
+    _MOVE
+    + """
 local prefix, repo, scenario = ARGV[1], ARGV[2], ARGV[3]
 local skey = prefix .. 'scenario:' .. repo .. ':' .. scenario
 local rkey = prefix .. 'repo:' .. repo
@@ -99,12 +109,13 @@ redis.call('HSET', key, 'id', id, 'repo', repo, 'scenario', scenario, 'state', '
 redis.call('ZADD', prefix .. 'jobs', id, id)
 redis.call('ZADD', prefix .. 'jobs:repo:' .. repo, id, id)
 redis.call('ZADD', prefix .. 'jobs:scenario:' .. repo .. ':' .. scenario, id, id)
-redis.call('ZADD', prefix .. 'jobs:state:queued', id, id)
+for _, k in ipairs(state_keys(prefix, repo, scenario, 'queued')) do redis.call('ZADD', k, id, id) end
 redis.call('XADD', prefix .. 'queue', '*', 'job', id)
 redis.call('HSET', skey, 'latest_job', id)
 redis.call('HSET', rkey, 'latest_job', id)
 return id
 """
+)
 
 PUT_SCENARIO = """
 local prefix, repo, scenario, script, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -162,7 +173,9 @@ return cancelled
 """
 )
 
-DELETE_JOB = """
+DELETE_JOB = (
+    _MOVE
+    + """
 local prefix, id = ARGV[1], ARGV[2]
 local key = prefix .. 'job:' .. id
 local f = redis.call('HMGET', key, 'repo', 'scenario', 'state')
@@ -170,10 +183,11 @@ if not f[3] then return 0 end
 redis.call('ZREM', prefix .. 'jobs', id)
 redis.call('ZREM', prefix .. 'jobs:repo:' .. f[1], id)
 redis.call('ZREM', prefix .. 'jobs:scenario:' .. f[1] .. ':' .. f[2], id)
-redis.call('ZREM', prefix .. 'jobs:state:' .. f[3], id)
+for _, k in ipairs(state_keys(prefix, f[1], f[2], f[3])) do redis.call('ZREM', k, id) end
 redis.call('DEL', key, key .. ':log')
 return 1
 """
+)
 
 # Append lines ARGV[7..] to job ARGV[2]'s log up to ARGV[3] bytes; past it, one marker line (ARGV[4]) and no
 # more. A journal follower passes the cursor its lines start after (ARGV[5]) and the one they end at (ARGV[6]):
@@ -265,7 +279,7 @@ class Store:
 
     async def repo(self, name: str) -> dict[str, Any]:
         key = f"{PREFIX}repo:{name}"
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(key, "source", "created", "updated", "latest_job", "secret", "secrets", "deploy_key",
                        "known_hosts")  # fmt: skip
             pipe.zrange(key + ":scenarios", 0, -1)
@@ -384,26 +398,20 @@ class Store:
     async def list_jobs(
         self, repo: str | None, scenario: str | None, state: str | None, offset: int, limit: int
     ) -> tuple[int, list[dict[str, Any]]]:
-        """Newest first; filters intersect their indexes (ZINTER), a single one is read directly."""
-        indexes = []
-        if repo and scenario:
-            indexes.append(f"{PREFIX}jobs:scenario:{repo}:{scenario}")
-        elif repo:
-            indexes.append(f"{PREFIX}jobs:repo:{repo}")
-        if state:
-            indexes.append(f"{PREFIX}jobs:state:{state}")
+        """Newest first; each combination of filters has its own index, read directly."""
         if scenario and not repo:
             raise BadRequest("filtering by scenario needs the repo too (?repo=R&scenario=S)")
-        if len(indexes) <= 1:
-            key = indexes[0] if indexes else PREFIX + "jobs"
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zcard(key)
-                pipe.zrevrange(key, offset, offset + limit - 1)
-                total, ids = await pipe.execute()
-        else:
-            ids = await self.redis.execute_command("ZINTER", len(indexes), *indexes)
-            total = len(ids)
-            ids = ids[::-1][offset : offset + limit]
+        key = PREFIX + "jobs"
+        if repo and scenario:
+            key = f"{PREFIX}jobs:scenario:{repo}:{scenario}"
+        elif repo:
+            key = f"{PREFIX}jobs:repo:{repo}"
+        if state:
+            key = f"{key}:state:{state}" if repo else f"{PREFIX}jobs:state:{state}"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(key)
+            pipe.zrevrange(key, offset, offset + limit - 1)
+            total, ids = await pipe.execute()
         return total, await self.jobs_by_id(int(i) for i in ids)
 
     async def job_ids(self, state: State) -> list[int]:
