@@ -11,10 +11,10 @@ from sanic.response import HTTPResponse, json
 
 from pieter import api, tokens
 from pieter.config import Config
-from pieter.dispatcher import REDIS_DOWN, Dispatcher
+from pieter.dispatcher import Dispatcher
 from pieter.errors import PieterError
 from pieter.runners import pick
-from pieter.store import Store, connect
+from pieter.store import REDIS_DOWN, Store, connect
 
 log = logging.getLogger(__name__)
 

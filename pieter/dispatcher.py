@@ -16,13 +16,12 @@ from pieter.config import Config
 from pieter.errors import NotFound
 from pieter.models import Result, State, mask_secrets
 from pieter.runners.base import Outcome, Runner
-from pieter.store import CANCEL_CHANNEL, Store
+from pieter.store import CANCEL_CHANNEL, REDIS_DOWN, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRY_SECONDS = 1.0
 EXPIRE_EVERY = 300.0
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
 
 
 async def retrying(step: Callable[[], Awaitable[T]], what: str) -> T:
@@ -136,6 +135,8 @@ class Dispatcher:
                        "recording a job's result")  # fmt: skip
         if entry:
             await retrying(lambda: self.store.ack(entry), "acking a job")
+        # What the server handed the job (parameters, secrets, a deploy key) is not kept past its end
+        await asyncio.to_thread(workspaces.remove_tree, workspaces.job_files(self.config.state_dir, job["id"]).job_dir)
         await self._limit_artifacts(job["id"])
         await self._apply_retention(job)
 
@@ -183,6 +184,8 @@ class Dispatcher:
                     async for message in pubsub.listen():
                         if message["type"] == "message":
                             await self.cancel(int(message["data"]))
+            except redis.exceptions.TimeoutError:
+                continue  # a quiet channel outlasts the client's socket timeout: listen again
             except REDIS_DOWN as e:
                 log.warning("Redis unavailable (%s); cancels wait", e)
                 await asyncio.sleep(RETRY_SECONDS)

@@ -74,8 +74,8 @@ def check_source(source: object) -> str:
         raise BadRequest("source must not contain spaces at its ends or control characters")
     if len(source) > 2048:
         raise BadRequest("source is longer than 2048 characters")
-    if source.startswith("-"):
-        raise BadRequest("source must not start with '-' (git would read it as an option)")
+    if source.startswith("-") or re.search(r"(?:://|@)-", source):
+        raise BadRequest("source must not start with '-', nor its host or user (git or ssh would read an option)")
     scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", source)
     if source == "" or source.startswith("/") and "::" not in source:
         return source
@@ -136,13 +136,13 @@ def check_env(env: object) -> dict[str, str]:
 
 # Scenario settings: query parameters of PUT /repos/{repo}/{scenario}. Each maps a name to its checker.
 def _seconds(value: str) -> str:
-    if not value.isdigit() or not 1 <= int(value) <= 7 * 24 * 3600:
+    if not re.fullmatch(r"[0-9]{1,7}", value) or not 1 <= int(value) <= 7 * 24 * 3600:
         raise ValueError("a whole number of seconds from 1 to 604800")
     return str(int(value))
 
 
 def _count(value: str) -> str:
-    if not value.isdigit() or not 1 <= int(value) <= 1_000_000:
+    if not re.fullmatch(r"[0-9]{1,7}", value) or not 1 <= int(value) <= 1_000_000:
         raise ValueError("a whole number from 1 to 1000000")
     return str(int(value))
 

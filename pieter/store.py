@@ -36,6 +36,8 @@ import redis.exceptions
 from pieter.errors import BadRequest, Conflict, NotFound
 from pieter.models import ENDED, Result, State, redact_source
 
+# What a Redis outage looks like to a client: a 503 for requests, a retry for jobs' writes.
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
 SCHEMA_VERSION = "1"
 PREFIX = "pieter:"
 QUEUE = PREFIX + "queue"
@@ -133,15 +135,18 @@ redis.call('ZADD', rkey .. ':scenarios', 0, scenario)
 if created then return 1 else return 0 end
 """
 
+# Create or update repo ARGV[2] with field pairs ARGV[5..]; answers what a GET would read (fields ARGV[4],
+# a JSON list, and the scenarios), so a concurrent DELETE cannot turn the PUT's answer into a 404.
 PUT_REPO = """
 local prefix, repo, now = ARGV[1], ARGV[2], ARGV[3]
 local rkey = prefix .. 'repo:' .. repo
 local created = redis.call('EXISTS', rkey) == 0
 if created then redis.call('HSET', rkey, 'name', repo, 'created', now, 'source', '') end
 redis.call('HSET', rkey, 'updated', now)
-for i = 4, #ARGV, 2 do redis.call('HSET', rkey, ARGV[i], ARGV[i + 1]) end
+for i = 5, #ARGV, 2 do redis.call('HSET', rkey, ARGV[i], ARGV[i + 1]) end
 redis.call('ZADD', prefix .. 'repos', 0, repo)
-if created then return 1 else return 0 end
+return {created and 1 or 0, redis.call('HMGET', rkey, unpack(cjson.decode(ARGV[4]))),
+        redis.call('ZRANGE', rkey .. ':scenarios', 0, -1)}
 """
 
 DELETE_SCENARIO = (
@@ -218,6 +223,26 @@ return #batch
 """
 
 
+REPO_FIELDS = ("source", "created", "updated", "latest_job", "secret", "secrets", "deploy_key", "known_hosts")
+
+
+def repo_wire(name: str, values: list[bytes | None], scenarios: list[bytes]) -> dict[str, Any]:
+    """A repo as the API shows it: its secrets reduced to whether they are set (and their names)."""
+    source, created, updated, latest, secret, secrets, key, known = values
+    return {
+        "name": name,
+        "source": redact_source(_text(source)) or None,
+        "scenarios": [_text(s) for s in scenarios],
+        "latest_job": int(latest) if latest else None,
+        "created": float(created or 0),
+        "updated": float(updated or 0),
+        "webhook_secret": bool(secret),
+        "secrets": sorted(json.loads(secrets or "{}")),
+        "deploy_key": bool(key),
+        "known_hosts": _text(known),
+    }
+
+
 def connect(url: str) -> aioredis.Redis:
     """A client that fails fast, so a Redis outage becomes a 503 rather than a hung request."""
     return aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=10)
@@ -280,24 +305,18 @@ class Store:
     async def repo(self, name: str) -> dict[str, Any]:
         key = f"{PREFIX}repo:{name}"
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(key, "source", "created", "updated", "latest_job", "secret", "secrets", "deploy_key",
-                       "known_hosts")  # fmt: skip
+            pipe.hmget(key, *REPO_FIELDS)
             pipe.zrange(key + ":scenarios", 0, -1)
-            (source, created, updated, latest, secret, secrets, key_, known), scenarios = await pipe.execute()
-        if created is None:
+            values, scenarios = await pipe.execute()
+        if values[1] is None:
             raise NotFound(f"no repo named {name!r}")
-        return {
-            "name": name,
-            "source": redact_source(_text(source)) or None,
-            "scenarios": [_text(s) for s in scenarios],
-            "latest_job": int(latest) if latest else None,
-            "created": float(created),
-            "updated": float(updated),
-            "webhook_secret": bool(secret),
-            "secrets": sorted(json.loads(secrets or "{}")),
-            "deploy_key": bool(key_),
-            "known_hosts": _text(known),
-        }
+        return repo_wire(name, values, scenarios)
+
+    async def put_repo(self, name: str, fields: dict[str, str]) -> tuple[bool, dict[str, Any]]:
+        """Create or update a repo with the given fields, keeping the others: (created?, the repo as GET shows it)."""
+        flat = [x for pair in fields.items() for x in pair]
+        created, values, scenarios = await self._run("put_repo", name, time.time(), json.dumps(REPO_FIELDS), *flat)
+        return bool(created), repo_wire(name, values, scenarios)
 
     async def repo_private(self, name: str) -> dict[str, Any]:
         """What a repo keeps from every GET: its webhook secret, secret variables, deploy key, known hosts."""
@@ -306,11 +325,6 @@ class Store:
         )
         return {"secret": _text(secret), "secrets": json.loads(secrets or "{}"), "deploy_key": _text(key),
                 "known_hosts": _text(known)}  # fmt: skip
-
-    async def put_repo(self, name: str, fields: dict[str, str]) -> bool:
-        """Create or update a repo with the given fields, keeping the others; True when it was created."""
-        flat = [x for pair in fields.items() for x in pair]
-        return bool(await self._run("put_repo", name, time.time(), *flat))
 
     async def delete_repo(self, name: str) -> list[int]:
         """Remove a repo and its scenarios; returns the queued jobs this cancelled."""
@@ -410,8 +424,9 @@ class Store:
             key = f"{key}:state:{state}" if repo else f"{PREFIX}jobs:state:{state}"
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(key)
-            pipe.zrevrange(key, offset, offset + limit - 1)
+            pipe.zrevrange(key, offset, offset + max(limit, 1) - 1)  # (an end of -1 would mean "all")
             total, ids = await pipe.execute()
+        ids = ids[:limit]
         return total, await self.jobs_by_id(int(i) for i in ids)
 
     async def job_ids(self, state: State) -> list[int]:

@@ -40,7 +40,7 @@ class SystemdPieter:
         sb.boot()
         sb.run("mkdir", "-p", RUN)
         sb.run("systemd-run", "--unit=pieter-test-redis", "--", "redis-server", "--port", "0",
-               "--unixsocket", f"{RUN}/redis.sock", "--unixsocketperm", "700", "--save", "", "--appendonly", "no")  # fmt: skip
+               "--unixsocket", f"{RUN}/redis.sock", "--unixsocketperm", "700", "--dir", RUN, "--save", "", "--appendonly", "yes")  # fmt: skip
         sb.path("/etc/systemd/system/pieter-test.socket").write_text(SOCKET_UNIT)
         sb.path("/etc/systemd/system/pieter-test.service").write_text(SERVICE_UNIT)
         sb.run("systemctl", "daemon-reload")

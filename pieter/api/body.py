@@ -19,6 +19,10 @@ def json_object(request: Request, allowed: set[str]) -> dict[str, Any]:
         raise BadRequest(f"malformed JSON body: {str(e)[:200]}") from None
     if not isinstance(value, dict):
         raise BadRequest("the body must be a JSON object")
+    try:  # JSON's \ud800 escapes decode to lone surrogates, which no file, environment or Redis reply takes
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise BadRequest("the body holds a lone UTF-16 surrogate (\\ud800-\\udfff): not text") from None
     unknown = set(value) - allowed
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(map(str, unknown)))[:200]}; known: {', '.join(sorted(allowed))}")

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import re
 
 from sanic import Request
 from sanic.response import HTTPResponse, file, json, raw
@@ -16,14 +17,14 @@ MAX_PAGE = 200
 
 
 def job_id_of(text: str) -> int:
-    if not text.isdigit() or len(text) > 18 or int(text) == 0:
+    if not re.fullmatch(r"[0-9]{1,18}", text) or int(text) == 0:
         raise NotFound(f"no job {text[:40]!r}: job ids are positive whole numbers")
     return int(text)
 
 
 def whole_number(request: Request, name: str, default: int, highest: int) -> int:
     text = request.args.get(name, str(default))
-    if not text.isdigit() or int(text) > highest:
+    if not re.fullmatch(r"[0-9]{1,10}", text) or int(text) > highest:
         raise BadRequest(f"{name} must be a whole number from 0 to {highest}")
     return int(text)
 

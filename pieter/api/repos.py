@@ -35,9 +35,8 @@ async def put_repo(request: Request, repo: str) -> HTTPResponse:
     checks = {"source": check_source, "secret": check_hook_secret, "deploy_key": check_deploy_key,
               "known_hosts": check_known_hosts, "secrets": lambda v: jsonlib.dumps(check_env(v))}  # fmt: skip
     fields = {name: check(body[name]) for name, check in checks.items() if body.get(name) is not None}
-    store = request.app.ctx.store
-    created = await store.put_repo(repo, fields)
-    return json(await store.repo(repo), status=201 if created else 200)
+    created, shown = await request.app.ctx.store.put_repo(repo, fields)
+    return json(shown, status=201 if created else 200)
 
 
 async def delete_repo(request: Request, repo: str) -> HTTPResponse:

@@ -7,7 +7,7 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse, json
 
 from pieter import __version__, workspaces
-from pieter.dispatcher import REDIS_DOWN
+from pieter.store import REDIS_DOWN
 
 DISK_EVERY = 60.0
 

@@ -14,7 +14,7 @@ from typing import Any
 from pieter.config import Config, ConfigError
 from pieter.models import Result
 from pieter.runners.base import JobFiles, LogSink, Outcome, seal_fds
-from pieter.workspaces import JOB_WRAPPER, job_environment, job_inputs
+from pieter.workspaces import JOB_WRAPPER, job_environment, job_files, job_inputs
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,22 @@ async def pump_lines(stream: asyncio.StreamReader, sink: LogSink) -> None:
         pending.append(partial)
     for start in range(0, len(pending), FLUSH_LINES):
         await sink(pending[start : start + FLUSH_LINES])
+
+
+def kill_leftovers(workspace: str) -> int:
+    """SIGKILL the processes of a job whose server died (found by PIETER_WORKSPACE in their environment,
+    which names this server's state dir and the job); returns how many."""
+    marker = f"\0PIETER_WORKSPACE={workspace}\0".encode()
+    killed = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker in b"\0" + f.read():
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed += 1
+        except OSError:
+            pass  # gone meanwhile, or not ours to read
+    return killed
 
 
 def kill_group(pgid: int, sig: int) -> None:
@@ -123,8 +139,10 @@ class LocalRunner:
             await proc.wait()
 
     async def reattach(self, job: dict[str, Any], log_sink: LogSink) -> Outcome:
-        """A local job cannot outlive the server that ran it: it is lost."""
-        await log_sink([b"pieter: the server stopped while this job ran; its result is lost"])
+        """A local job cannot outlive the server that ran it: it is lost, and what is left of it is killed."""
+        killed = kill_leftovers(str(job_files(self.config.state_dir, job["id"]).workspace))
+        await log_sink([f"pieter: the server stopped while this job ran; its result is lost "
+                        f"({killed} leftover processes killed)".encode()])  # fmt: skip
         return Outcome(Result.LOST)
 
     async def cancel(self, job_id: int) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from pieter.config import Config, ConfigError
 from pieter.models import Result, State, mask_secrets
 from pieter.runners.base import CLONE_FAILED_MARKER, JobFiles, LogSink, Outcome, seal_fds
-from pieter.store import Store
+from pieter.store import REDIS_DOWN, Store
 from pieter.workspaces import CLONE_CONFIG, JOB_WRAPPER, job_environment, job_files, job_inputs, secrets_to_mask
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,7 @@ class SystemdRunner:
             # Pieter may live, so systemd hands it copies only its user can read.
             *(f"LoadCredential={f.name}:{f}" for f in [*job_inputs(files), JOB_WRAPPER, CLONE_CONFIG]),
         ]
+        props.append("TimeoutStopSec=5s")  # a job that ignores SIGTERM (a timeout, a cancel) is killed 5 s later
         if timeout:
             props.append(f"RuntimeMaxSec={timeout}")
         if settings.get("sandbox") != "relaxed":
@@ -226,7 +227,14 @@ class SystemdRunner:
         gone_for = 0.0
         try:
             while True:
-                job = await self.store.job(job_id)
+                try:
+                    job = await self.store.job(job_id)
+                except REDIS_DOWN as e:  # the unit goes on; so do we, once Redis is back
+                    log.warning("job %s: Redis unavailable (%s); following resumes when it is back", job_id, e)
+                    if follower is not None:
+                        follower.cursor = None  # re-read where the log got to
+                    await asyncio.sleep(1.0)
+                    continue
                 if job["state"] not in (State.QUEUED.value, State.RUNNING.value):
                     if follower is not None:
                         await follower.drain(quiet=0.2)
@@ -239,7 +247,17 @@ class SystemdRunner:
                         if not job["invocation"]:
                             await self.store.transition(job_id, [State.RUNNING], State.RUNNING,
                                                         invocation=invocation, unit=unit)  # fmt: skip
-                copied = await follower.step(POLL) if follower is not None else await asyncio.sleep(POLL) or 0
+                try:
+                    copied = await follower.step(POLL) if follower is not None else await asyncio.sleep(POLL) or 0
+                except REDIS_DOWN:
+                    follower.cursor = None  # type: ignore[union-attr]
+                    continue
+                except Exception:  # the journal: the collector still completes the log; start afresh
+                    log.exception("job %s: following its journal failed; starting again", job_id)
+                    follower.close()  # type: ignore[union-attr]
+                    follower = None
+                    await asyncio.sleep(POLL)
+                    continue
                 if copied or await unit_state(unit):
                     gone_for = 0.0
                     continue
