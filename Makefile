@@ -50,6 +50,14 @@ test: venv
 	$(VENV)/bin/ruff check pieter tests
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
+# Benchmarks (bench/, not part of `make test` or CI): about 6 minutes (10 at most), writes bench/RESULTS.md.
+# `make bench BENCH_ARGS=--quick` (or `--only api,history`) is a partial run: it prints, it does not write.
+.PHONY: bench
+bench: venv
+	@dpkg-query -W -f='$${Status}\n' wrk 2>/dev/null | grep -q 'ok installed' || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; }
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 clean:
 	-[ -f $(RUN_DIR)/redis.pid ] && kill $$(cat $(RUN_DIR)/redis.pid)
 	rm -rf $(VENV) $(RUN_DIR) $(RUN_STATE) build dist *.egg-info
