@@ -154,8 +154,8 @@ class Dispatcher:
         keep = int(job["settings"].get("keep_jobs") or self.config.keep_jobs)
         for old in await retrying(lambda: self.store.prune(repo, scenario, keep), "pruning jobs"):
             await asyncio.to_thread(workspaces.remove, state_dir, old)
-        beyond = await retrying(lambda: self.store.ended_beyond(repo, scenario, self.config.keep_workspaces),
-                                "pruning workspaces")  # fmt: skip
+        beyond = await retrying(lambda: self.store.workspaces_beyond(repo, scenario, job["id"],
+                                                                     self.config.keep_workspaces), "pruning workspaces")  # fmt: skip
         for old in beyond:
             await asyncio.to_thread(workspaces.remove_workspace, state_dir, old)
 

@@ -18,6 +18,8 @@ Keys (prefix `pieter:`; values readable in redis-cli):
     jobs:repo:{repo}:state:{state}, jobs:scenario:{repo}:{scn}:state:{state}
                                 zset     the same per repo and per scenario, so every filter of GET /jobs
                                          is one sorted set (no intersection on a request path)
+    jobs:scenario:{repo}:{scn}:ended       zset  its ended jobs, for retention (PIETER_KEEP_JOBS)
+    jobs:scenario:{repo}:{scn}:workspaces  zset  its ended jobs whose workspace is still on disk
     queue                       stream   one entry {job: id} per queued job; consumer group `runners`,
                                          one consumer per host; acked when the job has ended
     cancel                      pubsub   job ids cancelled, for the host that runs them
@@ -70,6 +72,7 @@ local function move(prefix, id, allowed, to, fields)
   redis.call('HSET', key, 'state', to)
   for i = 1, #fields, 2 do redis.call('HSET', key, fields[i], fields[i + 1]) end
   if to ~= 'queued' and to ~= 'running' then
+    redis.call('ZADD', prefix .. 'jobs:scenario:' .. f[2] .. ':' .. f[3] .. ':ended', id, id)
     local started = tonumber(redis.call('HGET', key, 'started') or '')
     local finished = tonumber(redis.call('HGET', key, 'finished') or '')
     if started and finished then redis.call('HSET', key, 'duration', string.format('%.3f', finished - started)) end
@@ -189,6 +192,9 @@ redis.call('ZREM', prefix .. 'jobs', id)
 redis.call('ZREM', prefix .. 'jobs:repo:' .. f[1], id)
 redis.call('ZREM', prefix .. 'jobs:scenario:' .. f[1] .. ':' .. f[2], id)
 for _, k in ipairs(state_keys(prefix, f[1], f[2], f[3])) do redis.call('ZREM', k, id) end
+local skey = prefix .. 'jobs:scenario:' .. f[1] .. ':' .. f[2]
+redis.call('ZREM', skey .. ':ended', id)
+redis.call('ZREM', skey .. ':workspaces', id)
 redis.call('DEL', key, key .. ':log')
 return 1
 """
@@ -468,18 +474,21 @@ class Store:
         if not await self._run("delete_job", job_id):
             raise NotFound(f"no job {job_id}")
 
-    async def ended_beyond(self, repo: str, scenario: str, keep: int) -> list[int]:
-        """The ended jobs of a scenario beyond its newest `keep` jobs, newest first."""
-        old = [int(i) for i in await self.redis.zrevrange(f"{PREFIX}jobs:scenario:{repo}:{scenario}", keep, -1)]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in old:
-                pipe.hget(f"{PREFIX}job:{job_id}", "state")
-            states = await pipe.execute()
-        return [i for i, state in zip(old, states, strict=True) if state and State(state.decode()) in ENDED]
-
     async def prune(self, repo: str, scenario: str, keep: int) -> list[int]:
-        """Remove the ended jobs of a scenario beyond the newest `keep`; returns their ids (for their files)."""
-        return [i for i in await self.ended_beyond(repo, scenario, keep) if await self._run("delete_job", i)]
+        """Remove a scenario's ended jobs beyond its newest `keep` ended ones; returns their ids (for their files)."""
+        old = await self.redis.zrevrange(f"{PREFIX}jobs:scenario:{repo}:{scenario}:ended", keep, -1)
+        return [int(i) for i in old if await self._run("delete_job", int(i))]
+
+    async def workspaces_beyond(self, repo: str, scenario: str, job_id: int, keep: int) -> list[int]:
+        """Count an ended job's workspace as on disk; returns the jobs whose workspaces are now beyond the
+        scenario's newest `keep` (the caller removes them: each is returned once)."""
+        key = f"{PREFIX}jobs:scenario:{repo}:{scenario}:workspaces"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {job_id: job_id})
+            pipe.zrevrange(key, keep, -1)
+            pipe.zremrangebyrank(key, 0, -keep - 1)
+            _, beyond, _ = await pipe.execute()
+        return [int(i) for i in beyond]
 
     async def expire(self, before: float, batch: int = 500) -> list[int]:
         """Remove ended jobs queued before `before`, oldest first (ids grow with time); returns their ids."""
