@@ -26,7 +26,7 @@ from typing import Any
 import pieter
 from pieter.config import Config
 from pieter.errors import BadRequest, Conflict, NotFound, PieterError
-from pieter.runners.base import seal_fds
+from pieter.processes import output
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +69,9 @@ def check_calendar(expression: object) -> str:
     return expression.strip(" ")
 
 
-async def command(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Run a command without blocking the event loop: its exit code and output (stdout and stderr)."""
-    seal_fds()  # the API's listening socket must not leak into it
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, **env} if env else None,
-    )
-    out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode(errors="replace").strip()
-
-
 async def validate(expression: str) -> None:
     """400 unless `systemd-analyze calendar` accepts the expression and it elapses again."""
-    rc, out = await command("systemd-analyze", "calendar", "--", expression)
+    rc, out = await output("systemd-analyze", "calendar", "--", expression)
     if rc != 0:
         reason = out.splitlines()[-1] if out else f"systemd-analyze exited {rc}"
         raise BadRequest(f"invalid on_calendar {expression!r}: {reason} (see man systemd.time)")
@@ -215,7 +201,7 @@ def _write(path: Path, text: str) -> None:
 
 
 async def systemctl(*args: str) -> None:
-    rc, out = await command("systemctl", *args)
+    rc, out = await output("systemctl", *args)
     if rc != 0:
         raise Conflict(f"systemd refused the schedule: systemctl {' '.join(args)} failed: {out[:500]}")
 
@@ -256,12 +242,12 @@ async def _remove_units(base: str) -> None:
     """Stop, disable and forget the units (their Persistent= stamp too), then remove their files."""
     timer, service = f"{base}.timer", f"{base}.service"
     for args in (("disable", "--now", timer), ("stop", service), ("clean", "--what=state", timer)):
-        rc, out = await command("systemctl", *args)
+        rc, out = await output("systemctl", *args)
         if rc != 0:
             log.info("systemctl %s: %s", " ".join(args), out)
     await asyncio.to_thread(_unlink, UNIT_DIR / timer, UNIT_DIR / service)
     await systemctl("daemon-reload")
-    await command("systemctl", "reset-failed", timer, service)  # a unit that failed stays listed otherwise
+    await output("systemctl", "reset-failed", timer, service)  # a unit that failed stays listed otherwise
 
 
 async def remove(repo: str, scenario: str) -> dict[str, str]:
@@ -311,7 +297,7 @@ async def status(repo: str, scenario: str) -> dict[str, Any]:
     found = await asyncio.to_thread(read_timer, UNIT_DIR / f"{base}.timer")
     if found is None:
         raise NotFound(f"no schedule for {repo}/{scenario}")
-    rc, out = await command("systemctl", "show", "--property=ActiveState,NextElapseUSecRealtime,LastTriggerUSec",
+    rc, out = await output("systemctl", "show", "--property=ActiveState,NextElapseUSecRealtime,LastTriggerUSec",
                             f"{base}.timer", env={"TZ": "UTC", "LC_ALL": "C"})  # fmt: skip
     values = dict(line.partition("=")[::2] for line in out.splitlines()) if rc == 0 else {}
     return {

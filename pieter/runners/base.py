@@ -6,7 +6,6 @@ dispatcher records outcomes; a runner never writes job state itself.
 """
 
 import dataclasses
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,21 +43,6 @@ class JobFiles:
         if (self.workspace / CLONE_FAILED_MARKER).exists():
             return Outcome(Result.ERROR, rc)
         return Outcome(Result.EXIT_CODE, rc)
-
-
-def seal_fds() -> None:
-    """Mark every descriptor above stderr close-on-exec before spawning a job's process.
-
-    The listening socket (Sanic's own or systemd's) is inheritable and uvloop ignores `close_fds`: a job
-    would hold the API's port open after the server died, and a restarted server could not bind it.
-    """
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2:
-            try:
-                os.set_inheritable(fd, False)
-            except OSError:
-                pass  # the descriptor listdir itself used, gone already
 
 
 class Runner(Protocol):

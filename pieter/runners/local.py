@@ -9,11 +9,13 @@ import logging
 import os
 import pwd
 import signal
+import subprocess
 from typing import Any
 
+from pieter import processes
 from pieter.config import Config, ConfigError
 from pieter.models import Result
-from pieter.runners.base import JobFiles, LogSink, Outcome, seal_fds
+from pieter.runners.base import JobFiles, LogSink, Outcome
 from pieter.workspaces import JOB_WRAPPER, job_environment, job_files, job_inputs
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ class LocalRunner:
 
     def __init__(self, config: Config):
         self.config = config
-        self.running: dict[int, asyncio.subprocess.Process] = {}
+        self.running: dict[int, subprocess.Popen[bytes]] = {}
         self.identity: tuple[int, int] | None = None  # (uid, gid) to drop to, when the server is root
         if os.geteuid() == 0:
             try:
@@ -104,17 +106,15 @@ class LocalRunner:
 
     async def run(self, job: dict[str, Any], files: JobFiles, log_sink: LogSink) -> Outcome:
         timeout = float(job["settings"].get("timeout") or self.config.job_timeout or 0) or None
-        seal_fds()
-        proc = await asyncio.create_subprocess_exec(
-            *self.command(files),
-            cwd=files.workspace, env=job_environment(job, files), start_new_session=True,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        proc = processes.spawn(
+            self.command(files), cwd=files.workspace, env=job_environment(job, files), start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.running[job["id"]] = proc
-        pump = asyncio.create_task(pump_lines(proc.stdout, log_sink))  # type: ignore[arg-type]
+        pump = asyncio.create_task(pump_lines(await processes.reader_of(proc.stdout), log_sink))
         timed_out = False
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
+            await asyncio.wait_for(processes.exited(proc), timeout)
         except TimeoutError:
             timed_out = True
             await self._stop(proc)
@@ -127,16 +127,16 @@ class LocalRunner:
         await pump
         if timed_out:
             return Outcome(Result.TIMEOUT, proc.returncode)
-        return files.outcome(proc.returncode)  # type: ignore[arg-type]
+        return files.outcome(proc.returncode)
 
-    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
+    async def _stop(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGTERM to the job's whole process group, SIGKILL after a grace period."""
         kill_group(proc.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), KILL_GRACE)
+            await asyncio.wait_for(processes.exited(proc), KILL_GRACE)
         except TimeoutError:
             kill_group(proc.pid, signal.SIGKILL)
-            await proc.wait()
+            await processes.exited(proc)
 
     async def reattach(self, job: dict[str, Any], log_sink: LogSink) -> Outcome:
         """A local job cannot outlive the server that ran it: it is lost, and what is left of it is killed."""

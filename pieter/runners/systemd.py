@@ -20,7 +20,8 @@ from typing import Any
 
 from pieter.config import Config, ConfigError
 from pieter.models import Result, State, mask_secrets
-from pieter.runners.base import CLONE_FAILED_MARKER, JobFiles, LogSink, Outcome, seal_fds
+from pieter.processes import output
+from pieter.runners.base import CLONE_FAILED_MARKER, JobFiles, LogSink, Outcome
 from pieter.store import REDIS_DOWN, Store
 from pieter.workspaces import CLONE_CONFIG, JOB_WRAPPER, job_environment, job_files, job_inputs, secrets_to_mask
 
@@ -84,26 +85,17 @@ def outcome_of(service_result: str, exit_code: str, exit_status: str, workspace:
     return Outcome(Result.ERROR, rc)  # resources, start-limit-hit, …: systemd could not run it
 
 
-async def command(*argv: str) -> tuple[int, str]:
-    seal_fds()
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode(errors="replace").strip()
-
-
 async def unit_state(unit: str) -> str:
     """The unit's ActiveState while it is loaded, '' once it is gone. Asks for loaded units only:
     `systemctl show` of a gone unit would make systemd try to load it, and log that it cannot."""
-    rc, out = await command("systemctl", "list-units", "--all", "--plain", "--no-legend", unit)
+    rc, out = await output("systemctl", "list-units", "--all", "--plain", "--no-legend", unit)
     fields = out.split()
     return fields[2] if rc == 0 and len(fields) > 2 and fields[0] == unit else ""
 
 
 async def unit_property(unit: str, name: str) -> str:
     """A property of a loaded unit ('' when the unit is gone: systemd then answers with defaults)."""
-    rc, out = await command("systemctl", "show", "--property", f"LoadState,{name}", unit)
+    rc, out = await output("systemctl", "show", "--property", f"LoadState,{name}", unit)
     values = dict(line.partition("=")[::2] for line in out.splitlines())  # in systemd's order, not ours
     return values.get(name, "") if rc == 0 and values.get("LoadState") == "loaded" else ""
 
@@ -207,7 +199,7 @@ class SystemdRunner:
         argv = ["systemd-run", f"--unit={unit}", "--collect", "--quiet", f"--slice={SLICE}"]
         for prop in self.properties(job, files):
             argv += ["--property", prop]
-        rc, out = await command(*argv, "--", "/bin/sh", "-c", f'exec /bin/sh "$CREDENTIALS_DIRECTORY/{JOB_WRAPPER.name}"')
+        rc, out = await output(*argv, "--", "/bin/sh", "-c", f'exec /bin/sh "$CREDENTIALS_DIRECTORY/{JOB_WRAPPER.name}"')
         if rc != 0:
             await log_sink([f"pieter: systemd-run failed: {out}".encode()])
             return Outcome(Result.ERROR)
@@ -285,7 +277,7 @@ class SystemdRunner:
 
     async def cancel(self, job_id: int) -> None:
         """Stop the unit: systemd kills its whole cgroup; its collector still completes the log."""
-        rc, out = await command("systemctl", "stop", "--no-block", unit_name(job_id))
+        rc, out = await output("systemctl", "stop", "--no-block", unit_name(job_id))
         if rc != 0:
             log.warning("job %s: systemctl stop failed: %s", job_id, out)
 
