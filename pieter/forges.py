@@ -20,14 +20,13 @@ import dataclasses
 import fnmatch
 import hashlib
 import hmac
-import json
 import re
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
 from pieter.errors import BadRequest
-from pieter.models import MAX_ENV_VALUE
+from pieter.models import MAX_ENV_VALUE, json_object
 
 # Recognised in this order: Forgejo also sends Gitea's, Gogs' and GitHub's headers, Gitea Gogs' and GitHub's.
 EVENT_HEADERS = {
@@ -136,14 +135,7 @@ def verify(forge: str, headers: Mapping[str, str], body: bytes, secret: str) -> 
 def load(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     """The event's JSON object, from a JSON body or the `payload` field of a form-encoded one."""
     payload = _form_payload(_lower(headers), body)
-    data = payload if payload is not None else body
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError) as e:
-        raise BadRequest(f"malformed JSON in the webhook's body: {str(e)[:200]}") from None
-    if not isinstance(value, dict):
-        raise BadRequest("the webhook's body must be a JSON object")
-    return value
+    return json_object(payload if payload is not None else body, "the webhook's body")
 
 
 def classify(forge: str, headers: Mapping[str, str], payload: dict[str, Any]) -> str:

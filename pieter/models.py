@@ -4,6 +4,7 @@ Plain functions and types, no I/O: every check that guards a path, a Redis key o
 """
 
 import enum
+import json
 import re
 
 from pieter.errors import BadRequest, TooLarge
@@ -49,6 +50,17 @@ class Result(str, enum.Enum):
         if self is Result.SUCCESS:
             return State.SUCCESS
         return State.CANCELLED if self is Result.CANCELLED else State.FAIL
+
+
+def json_object(data: bytes | str, what: str) -> dict:
+    """A JSON object parsed from a body, or a BadRequest that says what is wrong with it."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise BadRequest(f"malformed JSON {what}: {str(e)[:200]}") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return value
 
 
 def check_name(kind: str, name: str) -> str:

@@ -6,19 +6,14 @@ from typing import Any
 
 from sanic import Request
 
+from pieter import models
 from pieter.errors import BadRequest
 
 
 def json_object(request: Request, allowed: set[str]) -> dict[str, Any]:
-    raw = request.body
-    if not raw.strip():
+    if not request.body.strip():
         return {}
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise BadRequest(f"malformed JSON body: {str(e)[:200]}") from None
-    if not isinstance(value, dict):
-        raise BadRequest("the body must be a JSON object")
+    value = models.json_object(request.body, "the body")
     try:  # JSON's \ud800 escapes decode to lone surrogates, which no file, environment or Redis reply takes
         json.dumps(value, ensure_ascii=False).encode()
     except UnicodeEncodeError:
