@@ -190,8 +190,11 @@ print("journal:", "Sanic" in shown)
 
 
 def test_job_unit_exposure_is_low(api, systemd_pieter):
-    job_id = api.patch(add(api, "idle", b"sleep 30\n")).json()["id"]
-    wait_for_job(api, job_id, ("running",))
+    job_id = api.patch(add(api, "idle", b"echo up\nsleep 30\n")).json()["id"]
+    deadline = time.monotonic() + 20
+    while "up" not in api.get(f"/jobs/{job_id}/log").text:  # the unit runs (not only the record says so)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     report = systemd_pieter.sh(f"systemd-analyze security --no-pager pieter-job-{job_id}.service")
     exposure = float(report.rsplit("Overall exposure level", 1)[1].split(":")[1].split()[0])
     assert exposure <= 2.5, report

@@ -9,6 +9,7 @@ collector would inherit.
 """
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -16,7 +17,8 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pieter.config import Config, ConfigError
 from pieter.models import Result, State, mask_secrets
@@ -26,6 +28,7 @@ from pieter.store import REDIS_DOWN, Store
 from pieter.workspaces import CLONE_CONFIG, JOB_WRAPPER, job_environment, job_files, job_inputs, secrets_to_mask
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SLICE = "pieter-jobs.slice"
 STATE_ROOT = Path("/var/lib")  # StateDirectory= paths are relative to it
@@ -110,13 +113,19 @@ class LogFollower:
         self.store, self.job_id, self.invocation, self.masks = store, job_id, invocation, masks
         self.journal = JobJournal(unit, invocation)
         self.cursor: str | None = None
+        # The reader blocks: it runs off the loop, always in this one thread, so that `close()` waits for a read
+        # that a cancelled step left running (closing a reader another thread is inside crashes the process).
+        self.thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"journal-{job_id}")
+
+    async def _blocking(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.thread, call, *args)
 
     async def step(self, wait: float) -> int:
         """Copy what is there (waiting up to `wait` s for something); returns the number of lines read."""
         if self.cursor is None:
             self.cursor = await self.store.log_cursor(self.job_id)
-            await asyncio.to_thread(self.journal.seek, self.cursor)
-        lines, cursor = await asyncio.to_thread(self.journal.read, 1000, wait)
+            await self._blocking(self.journal.seek, self.cursor)
+        lines, cursor = await self._blocking(self.journal.read, 1000, wait)
         if lines and await self.store.append_log_after(self.job_id, self.cursor, cursor,
                                                        mask_secrets(lines, self.masks)):  # fmt: skip
             self.cursor = cursor
@@ -135,7 +144,8 @@ class LogFollower:
                 waited += 0.1
 
     def close(self) -> None:
-        self.journal.close()
+        self.thread.submit(self.journal.close)
+        self.thread.shutdown(wait=False)
 
 
 class SystemdRunner:
