@@ -203,6 +203,14 @@ def git_repo(tmp_path: Path) -> Iterator[Path]:
     shutil.rmtree(repo, ignore_errors=True)
 
 
+def wait_for_log(api: httpx.Client, job_id: int, text: str, timeout: float = 20) -> None:
+    """Until the job's log shows `text`: its process runs (a record saying `running` may come first)."""
+    deadline = time.monotonic() + timeout
+    while text not in api.get(f"/jobs/{job_id}/log").text:
+        assert time.monotonic() < deadline, f"job {job_id}'s log never showed {text!r}"
+        time.sleep(0.05)
+
+
 def wait_for_job(api: httpx.Client, job_id: int, states: tuple[str, ...] = ("success", "fail", "cancelled"),
                  timeout: float = 30) -> dict:  # fmt: skip
     deadline = time.monotonic() + timeout

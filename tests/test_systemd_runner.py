@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tests.conftest import wait_for_job
+from tests.conftest import wait_for_job, wait_for_log
 
 
 @pytest.fixture
@@ -103,10 +103,7 @@ def test_exit_code_is_recorded(api):
 def test_killed_server_loses_nothing(api, systemd_pieter):
     path = add(api, "slow", b"for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done\n")
     job_id = api.patch(path).json()["id"]
-    deadline = time.monotonic() + 20
-    while "tick 1" not in api.get(f"/jobs/{job_id}/log").text:  # the unit runs (not only the record says so)
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_log(api, job_id, "tick 1")  # its unit runs, not only its record
     systemd_pieter.sh("systemctl kill --signal=KILL pieter-test.service")
     time.sleep(4)
     assert api.get("/").status_code == 200, "the socket starts the server again"
@@ -142,10 +139,7 @@ def test_a_job_cannot_read_another_jobs_workspace(api):
 def test_cancel_kills_the_whole_tree(api, systemd_pieter):
     path = add(api, "tree", b"sleep 4242 &\necho started\nwait\n")
     job_id = api.patch(path).json()["id"]
-    deadline = time.monotonic() + 20
-    while "started" not in api.get(f"/jobs/{job_id}/log").text:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_for_log(api, job_id, "started")
     assert systemd_pieter.sh("pgrep -f 'sleep [4]242' || true").strip()
     assert api.post(f"/jobs/{job_id}/cancel").status_code == 200
     job = wait_for_job(api, job_id)
@@ -160,10 +154,7 @@ def test_parameters_reach_the_script_but_not_the_unit(api, systemd_pieter):
     assert api.patch(add(api, "p", b"true\n"), json={"env": {"LD_PRELOAD": "/tmp/x.so"}}).status_code == 400
     path = add(api, "params", b'echo "token=$TOKEN"\nsleep 2\n')
     job_id = api.patch(path, json={"env": {"TOKEN": "s3cr3t-value"}}).json()["id"]
-    deadline = time.monotonic() + 20
-    while "token=" not in api.get(f"/jobs/{job_id}/log").text:  # the unit runs
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_log(api, job_id, "token=")  # its unit runs, not only its record
     environment = systemd_pieter.sh(f"systemctl show -P Environment pieter-job-{job_id}.service")
     assert "PIETER_JOB_ID" in environment and "TOKEN" not in environment and "s3cr3t" not in environment
     exec_stop_post = systemd_pieter.sh(f"systemctl show -P ExecStopPost pieter-job-{job_id}.service")
@@ -191,10 +182,7 @@ print("journal:", "Sanic" in shown)
 
 def test_job_unit_exposure_is_low(api, systemd_pieter):
     job_id = api.patch(add(api, "idle", b"echo up\nsleep 30\n")).json()["id"]
-    deadline = time.monotonic() + 20
-    while "up" not in api.get(f"/jobs/{job_id}/log").text:  # the unit runs (not only the record says so)
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_log(api, job_id, "up")  # its unit runs, not only its record
     report = systemd_pieter.sh(f"systemd-analyze security --no-pager pieter-job-{job_id}.service")
     exposure = float(report.rsplit("Overall exposure level", 1)[1].split(":")[1].split()[0])
     assert exposure <= 2.5, report
@@ -222,10 +210,7 @@ def test_result_lands_when_a_reload_dropped_the_collector(api, systemd_pieter):
     (every package install does one): the server then takes the end from what systemd logged."""
     path = add(api, "reload", b"echo before\nsleep 2\necho after\nexit 3\n")
     job_id = api.patch(path).json()["id"]
-    deadline = time.monotonic() + 20
-    while "before" not in api.get(f"/jobs/{job_id}/log").text:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_log(api, job_id, "before")  # its unit runs, not only its record
     systemd_pieter.sh("systemctl daemon-reload")
     job = wait_for_job(api, job_id, timeout=60)
     assert (job["state"], job["result"], job["rc"]) == ("fail", "exit-code", 3), explain(systemd_pieter, job_id)
