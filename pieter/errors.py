@@ -29,8 +29,3 @@ class Conflict(PieterError):
 class TooLarge(PieterError):
     status = 413
 
-
-class Unavailable(PieterError):
-    """A service we depend on (Redis) is down: the request may work later."""
-
-    status = 503

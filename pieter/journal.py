@@ -22,7 +22,7 @@ class JobJournal:
     def seek(self, cursor: str) -> None:
         """Continue after the entry at `cursor` ('' for the first entry of the run). A reader opened before
         journald rotated its files may not find a cursor written since: it is opened again then."""
-        for attempt in range(2):
+        for _ in range(2):
             if not cursor:
                 self.reader.seek_head()
                 return

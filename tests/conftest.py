@@ -224,17 +224,22 @@ def wait_for_job(api: httpx.Client, job_id: int, states: tuple[str, ...] = ("suc
 
 
 @pytest.fixture(scope="session")
-def systemd_pieter() -> Iterator:
-    """A real systemd (booted in a throwaway container here) running Redis and a socket-activated server.
-    Skipped only where no sandbox can be booted, and never in CI."""
+def sandbox_required() -> None:
+    """The systemd tests need a booted systemd sandbox: skipped only where none can be booted, never in CI."""
     from tests.sandbox import unavailable_reason
-    from tests.systemd_pieter import SystemdPieter
 
     reason = unavailable_reason()
     if reason:
         if os.environ.get("CI"):
             pytest.fail(f"the systemd tests cannot run in CI: {reason}")
         pytest.skip(f"no systemd to test against: {reason}")
+
+
+@pytest.fixture(scope="session")
+def systemd_pieter(sandbox_required: None) -> Iterator:
+    """A real systemd (booted in a throwaway container here) running Redis and a socket-activated server."""
+    from tests.systemd_pieter import SystemdPieter
+
     pieter = SystemdPieter()
     pieter.start()
     yield pieter

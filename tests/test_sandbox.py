@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from sandbox import SandboxError, SystemdSandbox, unavailable_reason
+from sandbox import SandboxError, SystemdSandbox
 
-REASON = unavailable_reason()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+pytestmark = pytest.mark.usefixtures("sandbox_required")
 HOST_HAS_POLICY_RC_D = Path("/usr/sbin/policy-rc.d").exists()
 T = TypeVar("T")
 PYTHON = "/usr/bin/python3"  # Debian's, which has python3-systemd; not the pyenv shim on PATH

@@ -1,6 +1,6 @@
 """`GET /openapi.json`: the API described for tools (clients, fuzzers); tests keep it in step with the routes."""
 
-import json
+import functools
 from pathlib import Path
 
 from sanic import Request
@@ -9,7 +9,11 @@ from sanic.response import HTTPResponse, raw
 SPEC = Path(__file__).with_name("openapi.json")
 
 
+@functools.cache
+def spec() -> bytes:
+    """The spec file as served, read once."""
+    return SPEC.read_bytes()
+
+
 async def openapi(request: Request) -> HTTPResponse:
-    if not hasattr(request.app.ctx, "openapi"):
-        request.app.ctx.openapi = json.dumps(json.loads(SPEC.read_bytes())).encode()
-    return raw(request.app.ctx.openapi, content_type="application/json")
+    return raw(spec(), content_type="application/json")

@@ -1,5 +1,7 @@
 """Runners run one job each; `base.py` is the protocol both implement. `pick()` chooses the one in force."""
 
+import os
+
 from pieter.config import Config
 from pieter.runners.base import Runner
 from pieter.store import Store
@@ -7,8 +9,6 @@ from pieter.store import Store
 
 def systemd_booted() -> bool:
     """sd_booted(): PID 1 is systemd (what `systemd.daemon.booted()` checks, without importing it)."""
-    import os
-
     return os.path.isdir("/run/systemd/system")
 
 
