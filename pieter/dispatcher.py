@@ -6,6 +6,7 @@ found again). It also listens for cancels, which may come from any server sharin
 import asyncio
 import logging
 import time
+from functools import partial
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ import redis.exceptions
 from pieter import workspaces
 from pieter.config import Config
 from pieter.errors import NotFound
+from pieter.handoff import Handoff
 from pieter.models import Result, State, mask_secrets
 from pieter.runners.base import Outcome, Runner
 from pieter.store import CANCEL_CHANNEL, REDIS_DOWN, Store
@@ -109,17 +111,24 @@ class Dispatcher:
             await retrying(lambda: self.store.ack(entry), "acking a job")
             return
         private = await retrying(lambda: self.store.repo_private(job["repo"]), "reading the repo's secrets")
+        files = workspaces.job_files(self.config.state_dir, job_id)
+        handoff = Handoff(files.handoff, workspaces.clone_secrets(job, private), partial(self.runner.owns, job_id))
         try:
-            files = workspaces.prepare(self.config.state_dir, job, self.runner.make_workspace, private)
+            workspaces.prepare(self.config.state_dir, job, self.runner.make_workspace, private)
+            await handoff.open()
         except OSError as e:
+            handoff.close()
             await self._log(job_id, [f"pieter: cannot prepare the workspace: {e}".encode()])
             await self._finish(entry, job, Outcome(Result.ERROR))
             return
-        if not await retrying(lambda: self.store.start_job(job_id, self.config.host), "starting a job"):
-            await retrying(lambda: self.store.ack(entry), "acking a job")
-            return
-        masks = workspaces.secrets_to_mask(files)
-        outcome = await self.runner.run(job, files, lambda lines: self._log(job_id, mask_secrets(lines, masks)))
+        try:
+            if not await retrying(lambda: self.store.start_job(job_id, self.config.host), "starting a job"):
+                await retrying(lambda: self.store.ack(entry), "acking a job")
+                return
+            masks = workspaces.secrets_to_mask(files)
+            outcome = await self.runner.run(job, files, lambda lines: self._log(job_id, mask_secrets(lines, masks)))
+        finally:
+            handoff.close()
         await self._finish(entry, job, outcome)
 
     async def _reattach(self, entry: str, job: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """A job's files on disk: `$PIETER_STATE_DIR/jobs/<id>/` (what the server hands the job),
-`$PIETER_STATE_DIR/workspaces/<id>/` (its working directory, where the source is cloned) and
-`$PIETER_STATE_DIR/artifacts/<id>/` (files it keeps, $PIETER_ARTIFACTS)."""
+`$PIETER_STATE_DIR/workspaces/<id>/` (its working directory, where the source is cloned),
+`$PIETER_STATE_DIR/artifacts/<id>/` (files it keeps, $PIETER_ARTIFACTS) and `$PIETER_STATE_DIR/handoff/<id>`
+(the socket its clone receives the source and deploy key from, pieter/handoff.py)."""
 
 import json
 import os
@@ -13,12 +14,13 @@ from pieter.models import redact_source
 from pieter.runners.base import JobFiles
 
 JOB_WRAPPER = Path(__file__).parent / "runners" / "job.sh"
-CLONE_CONFIG = JOB_WRAPPER.with_name("clone.gitconfig")  # job.sh finds it beside itself
+CLONE_CONFIG = JOB_WRAPPER.with_name("clone.gitconfig")  # job.sh finds these beside itself
+RECEIVER = JOB_WRAPPER.with_name("receive.py")
 MASKS = "masks"  # in a job's directory: the secret values its log must not show
 
 
 def job_files(state_dir: Path, job_id: int) -> JobFiles:
-    return JobFiles(*(state_dir / kind / str(job_id) for kind in ("jobs", "workspaces", "artifacts")))
+    return JobFiles(*(state_dir / kind / str(job_id) for kind in ("jobs", "workspaces", "artifacts", "handoff")))
 
 
 def prepare(state_dir: Path, job: dict[str, Any], make_workspace: bool = True,
@@ -33,22 +35,26 @@ def prepare(state_dir: Path, job: dict[str, Any], make_workspace: bool = True,
         if make_workspace:
             path.mkdir(mode=0o700)
     private = private or {}
-    if job["source"]:
-        (files.job_dir / "source").write_text(job["source"])
+    if job["source"]:  # the source itself and the deploy key are not written: see clone_secrets()
+        (files.job_dir / "handoff").write_text(str(files.handoff))
         (files.job_dir / "source.shown").write_text(redact_source(job["source"]))
         if job.get("commit"):
             (files.job_dir / "commit").write_text(job["commit"])
-        for name in ("deploy_key", "known_hosts"):
-            if private.get(name):
-                (files.job_dir / name).write_text(private[name])
+        if private.get("known_hosts"):
+            (files.job_dir / "known_hosts").write_text(private["known_hosts"])
     variables = {**job["env"], **private.get("secrets", {})}  # the repo's secrets win over a job's parameters
-    # Values masked in the log; not handed to the job (MASKS is not a job file, see job_file_names)
+    # Values masked in the log; not handed to the job (MASKS is not a job file, see job_inputs)
     (files.job_dir / MASKS).write_text(json.dumps(sorted(v for v in private.get("secrets", {}).values() if len(v) >= 3)))
     (files.job_dir / "params.sh").write_text(
         "".join(f"export {name}={shlex.quote(value)}\n" for name, value in variables.items())
     )
     (files.job_dir / "script").write_bytes(job["script"])
     return files
+
+
+def clone_secrets(job: dict[str, Any], private: dict[str, Any]) -> dict[str, str] | None:
+    """What the job's clone step alone receives, over its handoff socket; None for a job with no source."""
+    return {"source": job["source"], "deploy_key": private.get("deploy_key", "")} if job["source"] else None
 
 
 def job_inputs(files: JobFiles) -> list[Path]:

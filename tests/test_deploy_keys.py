@@ -6,6 +6,7 @@ import time
 import pytest
 
 from tests.conftest import wait_for_job
+from tests.systemd_pieter import ROOT
 
 SSH_SETUP = """
 set -e
@@ -47,13 +48,24 @@ def queue(api, repo: str, body: dict, script: bytes) -> dict:
     return wait_for_job(api, api.patch(f"/repos/{repo}/build").json()["id"], timeout=60)
 
 
+# What the script tries after the clone: the agent, its credentials, the state dir, and the handoff socket.
+LOOK_FOR_THE_KEY = b"""cat secret.txt
+ssh-add -l 2>&1 || true
+grep -rl "PRIVATE"" KEY" "$CREDENTIALS_DIRECTORY" "${PIETER_WORKSPACE%/workspaces/*}" /tmp /proc/self/environ \\
+    2>/dev/null && echo LEAKED
+python3 -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print("got", s.recv(99))' \\
+    "$(cat "$CREDENTIALS_DIRECTORY/handoff")" 2>/dev/null || echo "handoff closed"
+"""
+
+
 def test_deploy_key_clones_and_is_never_shown(api, ssh_repo):
     body = {"source": ssh_repo["source"], "deploy_key": ssh_repo["key"], "known_hosts": ssh_repo["known_hosts"]}
-    job = queue(api, "private", body, b"cat secret.txt\nssh-add -l 2>&1 || true\n")
+    job = queue(api, "private", body, LOOK_FOR_THE_KEY)
     log = api.get(f"/jobs/{job['id']}/log").text
     assert job["result"] == "success", log
     assert "private content" in log
     assert "Could not open a connection to your authentication agent" in log, "the agent is gone after the clone"
+    assert "LEAKED" not in log and "got" not in log and "handoff closed" in log, log
     shown = api.get("/repos/private")
     assert shown.json()["deploy_key"] is True
     assert "PRIVATE KEY" not in shown.text and "PRIVATE KEY" not in api.get(f"/jobs/{job['id']}").text
@@ -76,3 +88,26 @@ def test_host_key_checking_stays_on(api, ssh_repo):
 def test_a_deploy_key_must_look_like_one(api):
     response = api.put("/repos/badkey", json={"deploy_key": "not a key"})
     assert response.status_code == 400 and "deploy_key" in response.json()["error"]
+
+
+def test_the_handoff_answers_the_jobs_processes_only(api, systemd_pieter):
+    """SystemdRunner.owns, asked about a running job's own process and about others (the server asks it for
+    each peer of the job's handoff socket)."""
+    assert api.put("/repos/owner").status_code in (200, 201)
+    api.put("/repos/owner/wait", content=b"sleep 30\n")
+    job_id = api.patch("/repos/owner/wait").json()["id"]
+    unit = f"pieter-job-{job_id}.service"
+    deadline = time.monotonic() + 20
+    while (pid := systemd_pieter.sh(f"systemctl show -P MainPID {unit}").strip()) in ("", "0"):
+        assert time.monotonic() < deadline, "the job's unit did not start"
+        time.sleep(0.1)
+    uid = int(systemd_pieter.sh(f"stat -c %u /proc/{pid}"))
+    asks = systemd_pieter.sh(
+        f"PIETER_STATE_DIR=/var/lib/pieter-ci PIETER_CONFIG=/nonexistent {ROOT}/.venv/bin/python -c '"
+        "from pieter.config import load; from pieter.runners.systemd import SystemdRunner; "
+        "runner = SystemdRunner(load(), None); "
+        f"print([runner.owns({job_id}, {pid}, uid) for uid in ({uid}, 65534, 0)], runner.owns({job_id} + 1, {pid}, {uid}))'"
+    )
+    api.post(f"/jobs/{job_id}/cancel")
+    assert uid not in (0, 65534), "the job runs as a dynamic user"
+    assert asks.strip() == "[True, False, False] False"

@@ -268,3 +268,25 @@ def test_a_job_checks_out_the_commit_it_is_given(api, git_repo):
     assert pinned["commit"] == first and pinned["tail"][-1] == "hello from the repo"
     assert head["tail"][-1] == "second version"
     assert api.patch(path, json={"commit": "not-a-sha"}).status_code == 400
+
+
+# What the script tries, after the clone: the job's own directory, its workspace and environment, the handoff socket.
+LOOK_FOR_CLONE_SECRETS = b"""
+jobdir="${PIETER_WORKSPACE%/workspaces/*}/jobs/$PIETER_JOB_ID"
+grep -rl -e "hunt""er2" -e "PRIVATE"" KEY" "$jobdir" . /proc/self/environ && echo LEAKED  # not this script
+ssh-add -l 2>&1 | grep -q "Could not open" && echo "no agent"
+python3 -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print("got", s.recv(99))' \\
+    "$(cat "$jobdir/handoff")" 2>/dev/null || echo "handoff closed"
+"""
+
+
+def test_the_script_can_read_neither_the_source_password_nor_the_deploy_key(api, git_repo, tmp_path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", tmp_path / "key"], check=True)
+    key = (tmp_path / "key").read_text()
+    api.put("/repos/demo", json={"source": f"file://user:hunter2@localhost{git_repo}", "deploy_key": key})
+    api.put("/repos/demo/look", content=LOOK_FOR_CLONE_SECRETS)
+    job = wait_for_job(api, api.patch("/repos/demo/look").json()["id"])
+    log = api.get(f"/jobs/{job['id']}/log").text
+    assert job["result"] == "success", log
+    assert "LEAKED" not in log and "got" not in log and "hunter2" not in log, log
+    assert "no agent" in log and "handoff closed" in log, log

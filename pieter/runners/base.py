@@ -28,11 +28,13 @@ class Outcome:
 @dataclasses.dataclass(frozen=True)
 class JobFiles:
     """Where a job lives on disk: `job_dir` holds what the server wrote for it, `workspace` is its cwd,
-    `artifacts` what it keeps after it ends ($PIETER_ARTIFACTS)."""
+    `artifacts` what it keeps after it ends ($PIETER_ARTIFACTS), `handoff` the socket its clone step receives
+    the source and deploy key from (pieter/handoff.py)."""
 
     job_dir: Path
     workspace: Path
     artifacts: Path
+    handoff: Path
 
     def outcome(self, rc: int) -> Outcome:
         """How a job that exited with `rc` (negative: killed by that signal) ended."""
@@ -57,3 +59,6 @@ class Runner(Protocol):
 
     async def cancel(self, job_id: int) -> None:
         """Stop a running job and its whole process tree; its `run` then returns."""
+
+    def owns(self, job_id: int, pid: int, uid: int) -> bool:
+        """Whether the process `pid` running as `uid` (a peer of the job's handoff socket) belongs to the job."""

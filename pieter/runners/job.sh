@@ -2,17 +2,17 @@
 # One job, as every runner starts it, in its workspace (the cwd): fetch the source if the job has one, then
 # run the scenario script with the job's parameters. The job's files are in $1 (local runner) or in the
 # unit's credentials directory (systemd runner), written by the server:
-#   source       the git URL or path to clone (absent: an empty workspace)
-#   source.shown the same with any password replaced, for the log
+#   handoff      the socket the clone receives the source URL and deploy key from (absent: an empty workspace);
+#                it answers once, before the script runs, so the script can read neither (pieter/handoff.py)
+#   source.shown the source with any password replaced, for the log
 #   commit       a commit to check out instead of the default branch's head (a webhook's push)
-#   deploy_key   an SSH private key for the fetch, with known_hosts (held by an ssh-agent during the fetch)
+#   known_hosts  the SSH host keys the clone accepts (host key checking stays on)
 #   params.sh    `export NAME='value'` lines: the parameters, given to the script only, never to the fetch
 #   script       the scenario, run by its #! line if it has one, else by /bin/sh
 set -u
 job=${1:-$CREDENTIALS_DIRECTORY}
 
 fetch() {
-    source=$(cat "$job/source")
     if [ -e "$job/commit" ]; then
         commit=$(cat "$job/commit")
         git init -q . && git remote add origin "$source" && git fetch -q --depth 1 origin "$commit" \
@@ -22,21 +22,21 @@ fetch() {
     fi
 }
 
-if [ -e "$job/source" ]; then
+if [ -e "$job/handoff" ]; then
     echo "pieter: cloning $(cat "$job/source.shown")"
+    here=$(dirname "$0")
     # clone.gitconfig: a local source belongs to another user than the job's (safe.directory)
-    GIT_CONFIG_GLOBAL="$(dirname "$0")/clone.gitconfig"
+    GIT_CONFIG_GLOBAL="$here/clone.gitconfig"
     export GIT_CONFIG_GLOBAL
-    if [ -e "$job/deploy_key" ]; then
-        eval "$(ssh-agent -s)" >/dev/null && ssh-add -q "$job/deploy_key"
-        known_hosts=/dev/null
-        [ -e "$job/known_hosts" ] && known_hosts=$job/known_hosts
-        export GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$known_hosts"
-    fi
-    fetch 2>&1
-    fetched=$?
-    [ -n "${SSH_AGENT_PID:-}" ] && ssh-agent -k >/dev/null
-    unset GIT_CONFIG_GLOBAL GIT_SSH_COMMAND SSH_AUTH_SOCK SSH_AGENT_PID
+    # The agent holds the deploy key, if the repo has one, for the fetch only
+    eval "$(ssh-agent -s)" >/dev/null
+    known_hosts=/dev/null
+    [ -e "$job/known_hosts" ] && known_hosts=$job/known_hosts
+    export GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$known_hosts"
+    fetched=1
+    source=$(python3 "$here/receive.py" "$(cat "$job/handoff")") && { fetch 2>&1; fetched=$?; }
+    ssh-agent -k >/dev/null
+    unset GIT_CONFIG_GLOBAL GIT_SSH_COMMAND SSH_AUTH_SOCK SSH_AGENT_PID source
     if [ $fetched -ne 0 ]; then
         echo "pieter: git clone failed: the job did not run"
         : >.pieter-clone-failed

@@ -149,3 +149,11 @@ class LocalRunner:
         proc = self.running.get(job_id)
         if proc is not None:
             await self._stop(proc)
+
+    def owns(self, job_id: int, pid: int, uid: int) -> bool:
+        """A process in the job's session (jobs share their user, not their session: no process can join one)."""
+        proc = self.running.get(job_id)
+        try:
+            return proc is not None and os.getsid(pid) == proc.pid
+        except OSError:
+            return False

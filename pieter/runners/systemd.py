@@ -25,7 +25,9 @@ from pieter.models import Result, State, mask_secrets
 from pieter.processes import output
 from pieter.runners.base import CLONE_FAILED_MARKER, JobFiles, LogSink, Outcome
 from pieter.store import REDIS_DOWN, Store
-from pieter.workspaces import CLONE_CONFIG, JOB_WRAPPER, job_environment, job_files, job_inputs, secrets_to_mask
+from pieter.workspaces import (
+    CLONE_CONFIG, JOB_WRAPPER, RECEIVER, job_environment, job_files, job_inputs, secrets_to_mask,
+)  # fmt: skip
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -193,7 +195,7 @@ class SystemdRunner:
             *(f"Environment={exec_line([f'{k}={v}'])}" for k, v in environment.items()),
             # The job's files, and job.sh itself: a job cannot see /tmp, /home or /root, where a checkout of
             # Pieter may live, so systemd hands it copies only its user can read.
-            *(f"LoadCredential={f.name}:{f}" for f in [*job_inputs(files), JOB_WRAPPER, CLONE_CONFIG]),
+            *(f"LoadCredential={f.name}:{f}" for f in [*job_inputs(files), JOB_WRAPPER, CLONE_CONFIG, RECEIVER]),
         ]
         props.append("TimeoutStopSec=5s")  # a job that ignores SIGTERM (a timeout, a cancel) is killed 5 s later
         if timeout:
@@ -290,6 +292,15 @@ class SystemdRunner:
         rc, out = await output("systemctl", "stop", "--no-block", unit_name(job_id))
         if rc != 0:
             log.warning("job %s: systemctl stop failed: %s", job_id, out)
+
+    def owns(self, job_id: int, pid: int, uid: int) -> bool:
+        """A process running as the unit's dynamic user: only the unit's processes do, and systemd gave that user
+        the workspace when the unit started. (Uids, not /proc: the server cannot see jobs' processes.)"""
+        try:
+            owner = job_files(self.config.state_dir, job_id).workspace.stat().st_uid
+        except OSError:
+            return False
+        return uid == owner != os.geteuid()
 
 
 async def collect(config: Config, job_id: int, environ: dict[str, str]) -> None:
