@@ -126,6 +126,8 @@ def service_text(config: Config, repo: str, scenario: str) -> str:
         f"# Made by PUT /repos/{repo}/{scenario}/schedule: change or remove it there, not here.",
         "[Unit]",
         f"Description=Pieter CI schedule: queue a job of {repo}/{scenario}",
+        # After `apt remove` (purge removes schedules) the timer stays: its runs are skipped, not failed
+        "ConditionPathExists=" + str(Path(pieter.__file__).resolve()).replace("%", "%%"),  # a path: not quoted
         "",
         "[Service]",
         "Type=oneshot",

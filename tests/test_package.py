@@ -268,6 +268,21 @@ def test_idle_exit_and_reactivation(sb: SystemdSandbox) -> None:
     assert unit_state(sb, "pieter-ci.service") == "active"
 
 
+def test_remove_leaves_schedules_skipped_not_failing(sb: SystemdSandbox) -> None:
+    """`apt remove` keeps configuration, schedules included (purge removes them): their runs are skipped."""
+    assert http(sb, "PUT", f"{API}/repos/nightly")[0] == 201
+    assert http(sb, "PUT", f"{API}/repos/nightly/build.sh", stdin="echo nightly\n")[0] == 201
+    status, schedule = http(sb, "PUT", f"{API}/repos/nightly/build.sh/schedule", "on_calendar=*-*-* 03:00:00")
+    assert status == 201, schedule
+    service = sb.run("sh", "-c", "ls /etc/systemd/system/pieter-schedule-*.service").stdout.split()[0]
+    sb.run("apt", "remove", "-y", "-q", "pieter-ci", env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=120)
+    unit = Path(service).name
+    assert unit_state(sb, unit.replace(".service", ".timer")) == "active", "remove keeps the schedule"
+    sb.run("systemctl", "start", unit)  # what the timer does when it elapses: succeeds, skipping the run
+    shown = sb.run("systemctl", "show", "-p", "ConditionResult,Result", unit).stdout.split()
+    assert sorted(shown) == ["ConditionResult=no", "Result=success"], shown
+
+
 def test_purge_leaves_nothing(sb: SystemdSandbox) -> None:
     sb.run("apt", "purge", "-y", "-q", "pieter-ci", env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=120)
     units = sb.run("systemctl", "list-units", "--all", "--plain", "--no-legend",
