@@ -114,4 +114,3 @@ def cancel(client: Client, job_id: int) -> int:
 def repos(client: Client) -> int:
     print("\n".join(client.json("GET", "/repos")))
     return 0
-

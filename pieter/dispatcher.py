@@ -81,7 +81,9 @@ class Dispatcher:
                 raise
             except Exception:
                 log.exception("job %s: the dispatcher failed", job_id)
-                await self._log(job_id, [b"pieter: internal error while running this job; the server log has the details"])
+                await self._log(
+                    job_id, [b"pieter: internal error while running this job; the server log has the details"]
+                )
                 await retrying(lambda: self.store.finish_job(job_id, Result.ERROR), "recording an error")
                 await retrying(lambda: self.store.ack(entry), "acking a job")
             finally:

@@ -28,4 +28,3 @@ class Conflict(PieterError):
 
 class TooLarge(PieterError):
     status = 413
-

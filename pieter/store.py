@@ -375,7 +375,9 @@ class Store:
         """One step: a new id, the record with snapshots of script, source and settings, the queue entry.
         `commit`: check out that commit rather than the head of the default branch."""
         now = time.time()
-        job_id = await self._run("create_job", repo, scenario, "env", json.dumps(env), "timestamp", now, "commit", commit)
+        job_id = await self._run(
+            "create_job", repo, scenario, "env", json.dumps(env), "timestamp", now, "commit", commit
+        )
         if not job_id:
             await self.scenario(repo, scenario)  # raises the 404 that fits
             raise NotFound(f"no scenario named {scenario!r} in repo {repo!r}")
@@ -531,14 +533,20 @@ class Store:
         entries this consumer took earlier but did not ack (a server that stopped before they ended)."""
         try:
             reply = await self.redis.xreadgroup(
-                GROUP, consumer, {QUEUE: "0" if own_pending else ">"}, count=count, block=None if own_pending else block_ms
+                GROUP,
+                consumer,
+                {QUEUE: "0" if own_pending else ">"},
+                count=count,
+                block=None if own_pending else block_ms,
             )
         except redis.exceptions.ResponseError as e:
             if "NOGROUP" not in str(e):
                 raise
             await self.ensure_group()
             return []
-        return [(_text(entry), int(fields[b"job"])) for _, entries in reply or [] for entry, fields in entries if fields]
+        return [
+            (_text(entry), int(fields[b"job"])) for _, entries in reply or [] for entry, fields in entries if fields
+        ]
 
     async def ack(self, entry: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -569,4 +577,3 @@ class Store:
                 pipe.zcard(f"{PREFIX}jobs:state:{state.value}")
             repos, jobs, *states = await pipe.execute()
         return {"repos": repos, "jobs": jobs, **{s.value: n for s, n in zip(State, states, strict=True)}}
-

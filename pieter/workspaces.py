@@ -44,7 +44,9 @@ def prepare(state_dir: Path, job: dict[str, Any], make_workspace: bool = True,
             (files.job_dir / "known_hosts").write_text(private["known_hosts"])
     variables = {**job["env"], **private.get("secrets", {})}  # the repo's secrets win over a job's parameters
     # Values masked in the log; not handed to the job (MASKS is not a job file, see job_inputs)
-    (files.job_dir / MASKS).write_text(json.dumps(sorted(v for v in private.get("secrets", {}).values() if len(v) >= 3)))
+    (files.job_dir / MASKS).write_text(
+        json.dumps(sorted(v for v in private.get("secrets", {}).values() if len(v) >= 3))
+    )
     (files.job_dir / "params.sh").write_text(
         "".join(f"export {name}={shlex.quote(value)}\n" for name, value in variables.items())
     )

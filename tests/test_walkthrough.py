@@ -28,7 +28,7 @@ def http(*args: str, stdin: bytes | None = None) -> tuple[int, object]:
 def test_original_walkthrough(server, git_repo, tmp_path):
     base = server.url
     script = tmp_path / "test_script.sh"
-    script.write_bytes(b"#!/bin/sh\necho \"building $PIETER_REPO\"\ncat hello.txt\n")
+    script.write_bytes(b'#!/bin/sh\necho "building $PIETER_REPO"\ncat hello.txt\n')
 
     assert http("GET", f"{base}/repos") == (200, [])
     status, repo = http("PUT", f"{base}/repos/pieter", f"source={git_repo}")

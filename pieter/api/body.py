@@ -20,5 +20,7 @@ def json_object(request: Request, allowed: set[str]) -> dict[str, Any]:
         raise BadRequest("the body holds a lone UTF-16 surrogate (\\ud800-\\udfff): not text") from None
     unknown = set(value) - allowed
     if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(map(str, unknown)))[:200]}; known: {', '.join(sorted(allowed))}")
+        raise BadRequest(
+            f"unknown field(s): {', '.join(sorted(map(str, unknown)))[:200]}; known: {', '.join(sorted(allowed))}"
+        )
     return value

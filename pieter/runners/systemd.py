@@ -211,7 +211,9 @@ class SystemdRunner:
         argv = ["systemd-run", f"--unit={unit}", "--collect", "--quiet", f"--slice={SLICE}"]
         for prop in self.properties(job, files):
             argv += ["--property", prop]
-        rc, out = await output(*argv, "--", "/bin/sh", "-c", f'exec /bin/sh "$CREDENTIALS_DIRECTORY/{JOB_WRAPPER.name}"')
+        rc, out = await output(
+            *argv, "--", "/bin/sh", "-c", f'exec /bin/sh "$CREDENTIALS_DIRECTORY/{JOB_WRAPPER.name}"'
+        )
         if rc != 0:
             await log_sink([f"pieter: systemd-run failed: {out}".encode()])
             return Outcome(Result.ERROR)
