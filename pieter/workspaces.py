@@ -76,6 +76,7 @@ def remove(state_dir: Path, job_id: int) -> None:
     files = job_files(state_dir, job_id)
     for path in (files.job_dir, files.workspace, files.artifacts):
         remove_tree(path)
+    files.handoff.unlink(missing_ok=True)  # left by a server that was killed while the job waited for it
 
 
 def remove_workspace(state_dir: Path, job_id: int) -> None:

@@ -1,5 +1,6 @@
 """A job's files on disk: artifacts served only from inside their directory, disk usage through systemd's links."""
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,12 @@ def test_disk_usage_follows_systemds_links(files, tmp_path):
 def test_remove_takes_the_linked_directory_too(files, tmp_path):
     workspaces.remove(tmp_path, 7)
     assert not files.artifacts.exists() and not (tmp_path / "private" / "artifacts-7").exists()
+
+
+def test_remove_takes_a_stale_handoff_socket(tmp_path):
+    files = workspaces.job_files(tmp_path, 3)
+    files.handoff.parent.mkdir()
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(files.handoff))  # what a killed server leaves
+    workspaces.remove(tmp_path, 3)
+    assert not files.handoff.exists()
