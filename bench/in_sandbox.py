@@ -19,6 +19,7 @@ import shlex
 import subprocess
 import sys
 import time
+from functools import partial
 
 import httpx
 import redis
@@ -26,6 +27,7 @@ from systemd import journal
 
 from pieter import workspaces
 from pieter.config import load
+from pieter.handoff import Handoff
 from pieter.models import Result
 from pieter.runners.base import Outcome
 from pieter.runners.systemd import SystemdRunner, unit_name
@@ -107,10 +109,15 @@ class Bench:
         job = {"id": self.next_baseline, "repo": "bench", "scenario": "baseline", "settings": {}, "env": {},
                "source": source, "script": script}  # fmt: skip
         files = workspaces.prepare(self.config.state_dir, job, runner.make_workspace)
+        handoff = Handoff(files.handoff, workspaces.clone_secrets(job, {}), partial(runner.owns, job["id"]))
 
         async def start() -> float:
+            await handoff.open()
             t0 = time.time()
             await runner.run(job, files, log_sink)
+            while source and not await asyncio.to_thread(unit_gone, unit_name(job["id"])):  # its clone asks
+                await asyncio.sleep(0.01)
+            handoff.close()
             return t0
 
         return asyncio.run(start()), unit_name(job["id"])

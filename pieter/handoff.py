@@ -1,11 +1,11 @@
-"""What only a job's clone step may know — the source URL (it may hold a password) and the repo's deploy key —
+"""What only a job's clone step may know — a source URL holding a password or token, the repo's deploy key —
 reaches the job through a unix socket the server serves for it, never as a file: the script that runs after
 the clone could read any file the clone could (a credential, the job's directory).
 
 The socket (`$PIETER_STATE_DIR/handoff/<id>`) answers once, and only a process of that job (as its runner
 tells from the peer's pid and uid): `job.sh` asks before the script starts, so by the time the script runs,
 the socket is gone. Its reply is one JSON object, `{"source": ..., "deploy_key": ...}`
-(`pieter/runners/receive.py` reads it).
+(`pieter/runners/receive.py` reads it). A clone that needs no secret reads its source from a plain file.
 """
 
 import asyncio
@@ -25,7 +25,7 @@ PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 class Handoff:
     """Serves one job's clone secrets once, to the first process of that job that asks (`owns(pid, uid)`).
-    A job with no source (`secrets` None) has nothing to receive: no socket is opened."""
+    A clone that needs no secret (`secrets` None, see workspaces.clone_secrets) gets no socket."""
 
     def __init__(self, path: Path, secrets: dict[str, str] | None, owns: Callable[[int, int], bool]):
         self.path, self.secrets, self.owns = path, secrets, owns

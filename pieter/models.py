@@ -214,8 +214,10 @@ def check_settings(args: dict[str, list[str]]) -> dict[str, str]:
 
 
 def redact_source(source: str) -> str:
-    """A source URL without the password a user may have put in it, for output."""
-    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", source)
+    """A source URL without the password a user may have put in it, for output; in an http(s) URL a user name
+    alone is taken for a token (`https://<token>@github.com/…`)."""
+    source = re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", source)
+    return re.sub(r"^(https?://)[^/@:]+@", r"\1***@", source, flags=re.IGNORECASE)
 
 
 def check_script(script: bytes, limit: int) -> bytes:

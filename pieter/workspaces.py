@@ -35,8 +35,11 @@ def prepare(state_dir: Path, job: dict[str, Any], make_workspace: bool = True,
         if make_workspace:
             path.mkdir(mode=0o700)
     private = private or {}
-    if job["source"]:  # the source itself and the deploy key are not written: see clone_secrets()
-        (files.job_dir / "handoff").write_text(str(files.handoff))
+    if job["source"]:
+        if clone_secrets(job, private) is None:
+            (files.job_dir / "source").write_text(job["source"])
+        else:  # the source and the deploy key reach the clone through its handoff socket, not as files
+            (files.job_dir / "handoff").write_text(str(files.handoff))
         (files.job_dir / "source.shown").write_text(redact_source(job["source"]))
         if job.get("commit"):
             (files.job_dir / "commit").write_text(job["commit"])
@@ -55,8 +58,12 @@ def prepare(state_dir: Path, job: dict[str, Any], make_workspace: bool = True,
 
 
 def clone_secrets(job: dict[str, Any], private: dict[str, Any]) -> dict[str, str] | None:
-    """What the job's clone step alone receives, over its handoff socket; None for a job with no source."""
-    return {"source": job["source"], "deploy_key": private.get("deploy_key", "")} if job["source"] else None
+    """What the job's clone step alone receives, over its handoff socket (pieter/handoff.py), when its source
+    holds a password or token, or the repo has a deploy key; None when the clone needs no secret."""
+    source, key = job["source"], private.get("deploy_key", "")
+    if source and (key or redact_source(source) != source):
+        return {"source": source, "deploy_key": key}
+    return None
 
 
 def job_inputs(files: JobFiles) -> list[Path]:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.conftest import wait_for_job
+from tests.conftest import wait_for_job, wait_for_log
 from tests.systemd_pieter import ROOT
 
 SSH_SETUP = """
@@ -94,13 +94,10 @@ def test_the_handoff_answers_the_jobs_processes_only(api, systemd_pieter):
     """SystemdRunner.owns, asked about a running job's own process and about others (the server asks it for
     each peer of the job's handoff socket)."""
     assert api.put("/repos/owner").status_code in (200, 201)
-    api.put("/repos/owner/wait", content=b"sleep 30\n")
+    api.put("/repos/owner/wait", content=b"echo started\nsleep 30\n")
     job_id = api.patch("/repos/owner/wait").json()["id"]
-    unit = f"pieter-job-{job_id}.service"
-    deadline = time.monotonic() + 20
-    while (pid := systemd_pieter.sh(f"systemctl show -P MainPID {unit}").strip()) in ("", "0"):
-        assert time.monotonic() < deadline, "the job's unit did not start"
-        time.sleep(0.1)
+    wait_for_log(api, job_id, "started")  # its main process runs as the job's user (not yet while systemd sets up)
+    pid = systemd_pieter.sh(f"systemctl show -P MainPID pieter-job-{job_id}.service").strip()
     uid = int(systemd_pieter.sh(f"stat -c %u /proc/{pid}"))
     asks = systemd_pieter.sh(
         f"PIETER_STATE_DIR=/var/lib/pieter-ci PIETER_CONFIG=/nonexistent {ROOT}/.venv/bin/python -c '"

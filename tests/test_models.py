@@ -59,3 +59,6 @@ def test_settings_are_checked_and_cleared():
 def test_redact_source():
     assert redact_source("https://bob:hunter2@example.com/x.git") == "https://bob:***@example.com/x.git"
     assert redact_source("git@github.com:a/b.git") == "git@github.com:a/b.git"
+    assert redact_source("https://ghp_t0ken@github.com/a/b.git") == "https://***@github.com/a/b.git"
+    assert redact_source("ssh://git@example.com/a/b.git") == "ssh://git@example.com/a/b.git"
+    assert redact_source("https://example.com/a@b.git") == "https://example.com/a@b.git"

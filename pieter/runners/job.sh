@@ -2,8 +2,10 @@
 # One job, as every runner starts it, in its workspace (the cwd): fetch the source if the job has one, then
 # run the scenario script with the job's parameters. The job's files are in $1 (local runner) or in the
 # unit's credentials directory (systemd runner), written by the server:
-#   handoff      the socket the clone receives the source URL and deploy key from (absent: an empty workspace);
-#                it answers once, before the script runs, so the script can read neither (pieter/handoff.py)
+#   source       the git URL or path to clone, when it holds no secret (no source at all: an empty workspace)
+#   handoff      instead of `source`, when the clone needs a secret (a password or token in the URL, a deploy
+#                key): the socket it receives URL and key from; it answers once, before the script runs, so the
+#                script can read neither (pieter/handoff.py)
 #   source.shown the source with any password replaced, for the log
 #   commit       a commit to check out instead of the default branch's head (a webhook's push)
 #   known_hosts  the SSH host keys the clone accepts (host key checking stays on)
@@ -22,20 +24,23 @@ fetch() {
     fi
 }
 
-if [ -e "$job/handoff" ]; then
+if [ -e "$job/source" ] || [ -e "$job/handoff" ]; then
     echo "pieter: cloning $(cat "$job/source.shown")"
     here=$(dirname "$0")
     # clone.gitconfig: a local source belongs to another user than the job's (safe.directory)
     GIT_CONFIG_GLOBAL="$here/clone.gitconfig"
     export GIT_CONFIG_GLOBAL
-    # The agent holds the deploy key, if the repo has one, for the fetch only
-    eval "$(ssh-agent -s)" >/dev/null
     known_hosts=/dev/null
     [ -e "$job/known_hosts" ] && known_hosts=$job/known_hosts
     export GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$known_hosts"
     fetched=1
-    source=$(python3 "$here/receive.py" "$(cat "$job/handoff")") && { fetch 2>&1; fetched=$?; }
-    ssh-agent -k >/dev/null
+    if [ -e "$job/source" ]; then
+        source=$(cat "$job/source") && { fetch 2>&1; fetched=$?; }
+    else  # an agent holds the deploy key, if the repo has one, for the fetch only
+        eval "$(ssh-agent -s)" >/dev/null
+        source=$(python3 -I -S "$here/receive.py" "$(cat "$job/handoff")") && { fetch 2>&1; fetched=$?; }
+        ssh-agent -k >/dev/null
+    fi
     unset GIT_CONFIG_GLOBAL GIT_SSH_COMMAND SSH_AUTH_SOCK SSH_AGENT_PID source
     if [ $fetched -ne 0 ]; then
         echo "pieter: git clone failed: the job did not run"
