@@ -38,7 +38,7 @@ class Config:
     require_token: int = 0  # 1: every request needs a token, even on loopback (elsewhere they always do)
     idle_exit: int = 300  # seconds; socket-activated servers exit when idle this long (0: never)
     host: str = socket.gethostname()
-    url: str = "http://127.0.0.1:8000"  # the client commands' server
+    url: str = ""  # the client commands' server (unset: this host's own, at PIETER_API_HOST/PORT; see load)
     token: str = ""  # the client commands' API token
     job_user: str = "nobody"  # local runner: the user jobs run as when the server runs as root
     # systemd runner: each job unit's limits (a scenario's settings win) and the collector's Python
@@ -59,7 +59,7 @@ def _convert(field: dataclasses.Field, key: str, raw: str) -> object:
             value = int(raw)
         except ValueError:
             raise ConfigError(f"{key}={raw!r} is not a whole number") from None
-        if value < 0 or (value == 0 and field.name in ("max_jobs", "max_script_bytes", "log_max_bytes")):
+        if value < 0 or (value == 0 and field.name in ("max_jobs", "max_script_bytes", "log_max_bytes", "keep_jobs")):
             raise ConfigError(f"{key}={raw!r} is out of range")
         return value
     if kind is Path:
@@ -103,4 +103,11 @@ def load(environ: Mapping[str, str] = os.environ) -> Config:
         key = env_key(field.name)
         if merged.get(key, "") != "":
             values[field.name] = _convert(field, key, merged[key])
-    return Config(**values)
+    config = Config(**values)
+    return config if config.url else dataclasses.replace(config, url=own_url(config))
+
+
+def own_url(config: Config) -> str:
+    """This host's server, where the client commands (and schedules) go unless PIETER_URL says otherwise."""
+    host = "127.0.0.1" if config.api_host in ("", "0.0.0.0", "::") else config.api_host
+    return f"http://{f'[{host}]' if ':' in host else host}:{config.api_port}"

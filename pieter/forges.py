@@ -190,6 +190,8 @@ def parse_push(forge: str, payload: dict[str, Any]) -> Push:
     ref = payload.get("ref")
     if not isinstance(ref, str) or not ref.strip() or len(ref) > 1024:
         raise BadRequest("the push event has no ref")
+    if re.search(r"[\x00-\x20\x7f~^:?*\[\\]", ref):  # what `git check-ref-format` refuses in any ref
+        raise BadRequest(f"the push event's ref {ref[:80]!r} is not a valid git ref")
     after = payload.get("after")
     if not isinstance(after, str):
         raise BadRequest("the push event has no `after` commit")

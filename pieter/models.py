@@ -3,6 +3,7 @@
 Plain functions and types, no I/O: every check that guards a path, a Redis key or a unit name lives here.
 """
 
+import base64
 import enum
 import json
 import re
@@ -14,7 +15,7 @@ ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Variables that make a loader, shell or interpreter run code of the caller's choosing before the script.
 FORBIDDEN_ENV = re.compile(
     r"LD_.*|BASH_ENV|ENV|BASH_FUNC_.*|SHELLOPTS|BASHOPTS|PS4|IFS|PYTHON.*|PERL5?LIB|PERL5OPT|RUBYOPT|RUBYLIB"
-    r"|NODE_OPTIONS|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|PIETER_.*"  # PIETER_* are ours to set
+    r"|NODE_OPTIONS|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS"
 )
 MAX_ENV_VALUE = 32 * 1024
 MAX_ENV_ENTRIES = 256
@@ -57,7 +58,7 @@ def json_object(data: bytes | str, what: str) -> dict:
     try:
         value = json.loads(data)
     except (ValueError, RecursionError) as e:
-        raise BadRequest(f"malformed JSON {what}: {str(e)[:200]}") from None
+        raise BadRequest(f"malformed JSON in {what}: {str(e)[:200]}") from None
     if not isinstance(value, dict):
         raise BadRequest(f"{what} must be a JSON object")
     return value
@@ -123,26 +124,42 @@ def check_deploy_key(key: object) -> str:
 
 
 def check_known_hosts(text: object) -> str:
+    """ssh's known_hosts lines: `[@marker] HOSTS KEYTYPE BASE64KEY [comment]`, `#` comments."""
     if not isinstance(text, str) or len(text) > 65536 or "\x00" in text:
         raise BadRequest("known_hosts must be text in ssh's known_hosts format, at most 64 KiB")
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        fields = fields[1:] if fields[0].startswith("@") else fields
+        try:
+            valid = len(fields) >= 3 and bool(base64.b64decode(fields[2], validate=True))
+        except ValueError:
+            valid = False
+        if not valid:
+            raise BadRequest(f"known_hosts line {number} is not 'HOSTS KEYTYPE KEY' (ssh's known_hosts format, "
+                             f"as ssh-keyscan prints it): {line[:80]!r}")  # fmt: skip
     return text
 
 
-def check_env(env: object) -> dict[str, str]:
-    """Job parameters: plain names, string values, no loader or interpreter hooks."""
+def check_env(env: object, field: str = "env") -> dict[str, str]:
+    """Job parameters (or a repo's secret variables, `field` "secrets"): plain names, string values, no loader or
+    interpreter hooks."""
     if not isinstance(env, dict):
-        raise BadRequest('env must be an object of names to strings, e.g. {"env": {"KEY": "value"}}')
+        raise BadRequest(f'{field} must be an object of names to strings, e.g. {{"{field}": {{"KEY": "value"}}}}')
     if len(env) > MAX_ENV_ENTRIES:
-        raise BadRequest(f"env has more than {MAX_ENV_ENTRIES} entries")
+        raise BadRequest(f"{field} has more than {MAX_ENV_ENTRIES} entries")
     for name, value in env.items():
         if not ENV_NAME_RE.fullmatch(name) or len(name) > 128:
-            raise BadRequest(f"invalid env name {name[:80]!r}: use [A-Za-z_][A-Za-z0-9_]*, at most 128 characters")
+            raise BadRequest(f"invalid {field} name {name[:80]!r}: use [A-Za-z_][A-Za-z0-9_]*, at most 128 characters")
+        if name.upper().startswith("PIETER_"):
+            raise BadRequest(f"{field} name {name!r} is not allowed: PIETER_* variables are set by Pieter")
         if FORBIDDEN_ENV.fullmatch(name.upper()):
-            raise BadRequest(f"env name {name!r} is not allowed: it would change how the job's programs start")
+            raise BadRequest(f"{field} name {name!r} is not allowed: it would change how the job's programs start")
         if not isinstance(value, str):
-            raise BadRequest(f"env value of {name!r} must be a string")
+            raise BadRequest(f"{field} value of {name!r} must be a string")
         if "\x00" in value or len(value) > MAX_ENV_VALUE:
-            raise BadRequest(f"env value of {name!r} must be at most {MAX_ENV_VALUE} characters, without NUL")
+            raise BadRequest(f"{field} value of {name!r} must be at most {MAX_ENV_VALUE} characters, without NUL")
     return env
 
 
@@ -221,6 +238,8 @@ def redact_source(source: str) -> str:
 
 
 def check_script(script: bytes, limit: int) -> bytes:
+    if not script.strip():  # most likely a body that never left the client (httpie's --ignore-stdin drops it)
+        raise BadRequest("the script is empty: send it as the request body (httpie: `< script.sh`)")
     if len(script) > limit:
         raise TooLarge(f"script is {len(script)} bytes, more than PIETER_MAX_SCRIPT_BYTES={limit}")
     return script

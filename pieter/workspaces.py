@@ -7,8 +7,9 @@ import json
 import os
 import shlex
 import shutil
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pieter.models import redact_source
 from pieter.runners.base import JobFiles
@@ -46,10 +47,10 @@ def prepare(state_dir: Path, job: dict[str, Any], make_workspace: bool = True,
         if private.get("known_hosts"):
             (files.job_dir / "known_hosts").write_text(private["known_hosts"])
     variables = {**job["env"], **private.get("secrets", {})}  # the repo's secrets win over a job's parameters
-    # Values masked in the log; not handed to the job (MASKS is not a job file, see job_inputs)
-    (files.job_dir / MASKS).write_text(
-        json.dumps(sorted(v for v in private.get("secrets", {}).values() if len(v) >= 3))
-    )
+    # What the log must not show: each line of each secret value (the log is kept in lines), the longest first,
+    # from 3 characters (shorter ones would mask ordinary text). Not handed to the job (see job_inputs).
+    masks = {line.strip() for value in private.get("secrets", {}).values() for line in value.splitlines()}
+    (files.job_dir / MASKS).write_text(json.dumps(sorted((m for m in masks if len(m) >= 3), key=len, reverse=True)))
     (files.job_dir / "params.sh").write_text(
         "".join(f"export {name}={shlex.quote(value)}\n" for name, value in variables.items())
     )
@@ -125,13 +126,32 @@ def artifacts(files: JobFiles) -> list[dict[str, Any]]:
     return sorted(found, key=lambda a: a["path"])
 
 
-def artifact(files: JobFiles, relative: str) -> Path:
-    """One artifact's file; LookupError for anything that is not a regular file inside the job's artifacts."""
-    root = files.artifacts.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root) or path == root or not path.is_file():
+def artifact(files: JobFiles, relative: str) -> BinaryIO:
+    """One artifact, open for reading; LookupError for anything but a regular file inside the job's artifacts.
+    Opened one name at a time from the artifacts dir, following no link: the running job owns that dir and could
+    swap a checked name for a link to / before a second open. Only the dir itself is resolved (systemd's link)."""
+    *parents, name = relative.split("/")
+    if any(part in ("", ".", "..") or "\0" in part for part in (*parents, name)):
         raise LookupError(relative)
-    return path
+    try:
+        fd = os.open(files.artifacts.resolve(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        for part in parents:
+            fd = open_below(fd, part, os.O_DIRECTORY)
+        fd = open_below(fd, name, os.O_NONBLOCK)  # a FIFO opens at once, to be refused below, not wait for a writer
+    except OSError:
+        raise LookupError(relative) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LookupError(relative)
+    return os.fdopen(fd, "rb", buffering=0)
+
+
+def open_below(directory: int, name: str, flags: int) -> int:
+    """Open `name` in the open `directory` for reading unless it is a link, and close `directory`."""
+    try:
+        return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | flags, dir_fd=directory)
+    finally:
+        os.close(directory)
 
 
 def disk_usage(path: Path) -> int:

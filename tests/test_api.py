@@ -1,5 +1,7 @@
 """The HTTP API against a real server and a real Redis: one request, then status and JSON."""
 
+import subprocess
+
 import pytest
 
 from tests.conftest import snapshot, wait_for_job
@@ -213,7 +215,7 @@ def test_cancel_a_queued_job(start_server, db):
     ],
 )
 def test_errors_are_json(api, method, path, status):
-    response = api.request(method, path)
+    response = api.request(method, path, content=b"echo a script\n" if method == "PUT" else None)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert isinstance(response.json()["error"], str) and response.json()["error"]
@@ -267,6 +269,38 @@ def test_bad_repo_bodies_write_nothing(api, db, body):
 
 
 @pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"secrets": ["A=1"]}, "secrets must be an object"),
+        ({"secrets": {"1BAD": "x"}}, "invalid secrets name '1BAD'"),
+        ({"secrets": {"LD_PRELOAD": "x"}}, "secrets name 'LD_PRELOAD' is not allowed"),
+        ({"secrets": {"PIETER_X": "x"}}, "PIETER_* variables are set by Pieter"),
+        ({"known_hosts": "garbage line"}, "known_hosts line 1 is not 'HOSTS KEYTYPE KEY'"),
+        ({"known_hosts": "# ok\nhost ssh-ed25519 not*base64"}, "known_hosts line 2"),
+        (
+            {"deploy_key": "-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n-----END OPENSSH PRIVATE KEY-----\n"},
+            "deploy_key cannot be used",
+        ),
+    ],
+)
+def test_bad_private_fields_are_named_and_write_nothing(api, db, body, error):
+    api.put("/repos/demo", json={"source": "https://example.com/x.git"})
+    before = snapshot(db)
+    response = api.put("/repos/demo", json={"source": "https://example.com/y.git", **body})
+    assert response.status_code == 400 and error in response.json()["error"], response.text
+    assert snapshot(db) == before
+
+
+def test_a_deploy_key_with_a_passphrase_is_refused_and_a_plain_one_taken(api, tmp_path):
+    for name, passphrase in (("locked", "pw"), ("plain", "")):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", tmp_path / name], check=True)
+    locked = api.put("/repos/demo", json={"deploy_key": (tmp_path / "locked").read_text()})
+    assert locked.status_code == 400 and "passphrase" in locked.json()["error"], locked.text
+    plain = api.put("/repos/demo", json={"deploy_key": (tmp_path / "plain").read_text()})
+    assert plain.status_code == 201 and plain.json()["deploy_key"] is True
+
+
+@pytest.mark.parametrize(
     "body",
     [
         b'{"env": {"LD_PRELOAD": "/tmp/evil.so"}}',
@@ -294,6 +328,15 @@ def test_bad_scenario_settings_write_nothing(api, db, query):
     before = snapshot(db)
     response = api.put("/repos/demo/build.sh" + query, content=SCRIPT)
     assert response.status_code == 400
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("body", [b"", b"\n  \n"])
+def test_an_empty_script_is_refused(api, db, body):
+    api.put("/repos/demo")
+    before = snapshot(db)
+    response = api.put("/repos/demo/build.sh", content=body)
+    assert response.status_code == 400 and "the script is empty" in response.json()["error"]
     assert snapshot(db) == before
 
 

@@ -27,7 +27,8 @@ def test_redis_url_wins_over_host_and_port():
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("PIETER_MAX_JOBS", "many"), ("PIETER_MAX_JOBS", "0"), ("PIETER_RUNNER", "docker")]
+    ("key", "value"),
+    [("PIETER_MAX_JOBS", "many"), ("PIETER_MAX_JOBS", "0"), ("PIETER_RUNNER", "docker"), ("PIETER_KEEP_JOBS", "0")],
 )
 def test_bad_values_are_named(key, value):
     with pytest.raises(ConfigError, match=key):
@@ -50,3 +51,18 @@ def test_an_unreadable_file_is_skipped_for_a_user(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(Path, "read_text", refuse)
     config = load({"PIETER_CONFIG": str(conf), "PIETER_URL": "http://ci:8000"})
     assert config.url == "http://ci:8000" and config.max_jobs == Config.max_jobs
+
+
+@pytest.mark.parametrize(
+    ("settings", "url"),
+    [
+        ({}, "http://127.0.0.1:8000"),
+        ({"PIETER_API_PORT": "8102"}, "http://127.0.0.1:8102"),
+        ({"PIETER_API_HOST": "0.0.0.0", "PIETER_API_PORT": "9000"}, "http://127.0.0.1:9000"),
+        ({"PIETER_API_HOST": "::1"}, "http://[::1]:8000"),
+        ({"PIETER_API_PORT": "8102", "PIETER_URL": "https://ci.example.com"}, "https://ci.example.com"),
+    ],
+)
+def test_the_clients_server_is_this_hosts_own_unless_set(settings, url):
+    """What `pieter run` (and a schedule's timer) talks to follows the server's own address."""
+    assert load({"PIETER_CONFIG": "/nonexistent", **settings}).url == url

@@ -352,9 +352,11 @@ def test_malformed_deliveries(api, db):
            json.dumps({"ref": "refs/heads/main"}).encode(),  # no after
            json.dumps({"ref": 7, "after": "a" * 40}).encode(),
            json.dumps({"ref": "refs/heads/main", "after": "not-a-sha"}).encode(),
-           json.dumps({"ref": "refs/heads/main", "after": "A" * 40}).encode()]  # fmt: skip
+           json.dumps({"ref": "refs/heads/main", "after": "A" * 40}).encode(),
+           json.dumps({"ref": "refs/heads/ma\nin", "after": "a" * 40}).encode()]  # not a git ref  # fmt: skip
     errors = refused(api, db, [("github", body, forge_headers("github", body)) for body in bad], status=400)
-    assert "malformed JSON" in errors[0] and "JSON object" in errors[1]
+    assert "malformed JSON in the webhook's body" in errors[0] and "JSON object" in errors[1]
+    assert "not a valid git ref" in errors[-1]
     refused(api, db, [("github", b"{not json", forge_headers("github", b"other"))])  # unsigned: 401 before 400
     for path, status in [("/hooks/nope/build.sh", 404), ("/hooks/demo/nope", 404), ("/hooks/..x/build.sh", 400)]:
         response = api.post(path, content=b"{}", headers=forge_headers("github", b"{}"))

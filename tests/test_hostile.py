@@ -612,7 +612,6 @@ def test_schedules_without_systemd_are_a_clear_4xx(base, method, body):
 # -------------------------------------------------------------------------------------------------- scripts
 _rng = random.Random(5)
 SCRIPTS = {
-    "empty": b"",
     "NUL": b"\x00",
     "NULs": b"\x00" * 1000,
     "BOM utf-16": "#!/bin/sh\necho ü\n".encode("utf-16"),
@@ -650,7 +649,7 @@ CONTENT_TYPES = {
     "long": "text/" + "x" * 3000,
 }
 SCRIPT_CASES = [(s, "octet-stream") for s in SCRIPTS] + [(s, c) for s in ("json-looking", "form-looking",
-    "multipart-looking", "latin-1", "empty") for c in CONTENT_TYPES if c != "octet-stream"]  # fmt: skip
+    "multipart-looking", "latin-1") for c in CONTENT_TYPES if c != "octet-stream"]  # fmt: skip
 
 
 @pytest.mark.parametrize(("script", "content_type"), SCRIPT_CASES)
@@ -692,6 +691,15 @@ def test_oversized_scripts_are_refused(base, size):
         assert snapshot(base.db) == before
         return
     refused(base, response, before, (413,))
+
+
+@pytest.mark.parametrize("content_type", list(CONTENT_TYPES))
+@pytest.mark.parametrize("body", [b"", b" \n\t\r\n"])
+def test_empty_scripts_are_refused(base, body, content_type):
+    header = CONTENT_TYPES[content_type]
+    before = snapshot(base.db)
+    response = base.send("PUT", "/repos/demo/odd", content=body, headers={"Content-Type": header} if header else {})
+    refused(base, response, before, (400,))
 
 
 def test_script_for_a_missing_repo_writes_nothing(base):

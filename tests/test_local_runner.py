@@ -1,8 +1,10 @@
 """Jobs run by the local runner, end to end through a real server and a real Redis."""
 
 import os
+import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -290,3 +292,70 @@ def test_the_script_can_read_neither_the_source_password_nor_the_deploy_key(api,
     assert job["result"] == "success", log
     assert "LEAKED" not in log and "got" not in log and "hunter2" not in log, log
     assert "no agent" in log and "handoff closed" in log, log
+
+
+def processes_of(workspace: str) -> list[int]:
+    """The processes carrying a job's PIETER_WORKSPACE (what every process of the job inherits)."""
+    marker = f"\0PIETER_WORKSPACE={workspace}\0".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker in b"\0" + f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_processes_a_job_starts_out_of_its_group_end_with_it(api, server):
+    """setsid leaves the job's process group; the one that keeps the job's output open must not hold its end."""
+    script = b"setsid sleep 300 </dev/null >/dev/null 2>&1 &\nsetsid sleep 301 &\nsleep 0.3\necho done\n"
+    path = add(api, "demo", "leave", script)
+    job_id = api.patch(path).json()["id"]
+    job = wait_for_job(api, job_id, timeout=20)
+    log = api.get(f"/jobs/{job_id}/log").text
+    assert job["result"] == "success" and log.endswith(
+        "done\npieter: 2 processes the job left behind were killed\n"
+    ), log
+    assert processes_of(str(server.state_dir / "workspaces" / str(job_id))) == []
+
+
+def test_a_clone_cancelled_midway_leaves_no_agent_holding_the_key(api, server, tmp_path):
+    """The deploy key's ssh-agent is part of the job: a cancel during the clone ends it too."""
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never speaks: ssh waits for its banner
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", tmp_path / "key"], check=True)
+    api.put("/repos/stuck", json={"source": f"ssh://git@127.0.0.1:{silent.getsockname()[1]}/x.git",
+                                  "deploy_key": (tmp_path / "key").read_text()})  # fmt: skip
+    path = add(api, "stuck", "build", b"echo never\n")
+    job_id = api.patch(path).json()["id"]
+    workspace = str(server.state_dir / "workspaces" / str(job_id))
+    deadline = time.monotonic() + 20
+    while not any(b"ssh-agent" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in processes_of(workspace)):
+        assert time.monotonic() < deadline, "the clone's agent never ran"
+        time.sleep(0.05)
+    api.post(f"/jobs/{job_id}/cancel")
+    assert wait_for_job(api, job_id)["state"] == "cancelled"
+    deadline = time.monotonic() + 10
+    while processes_of(workspace):
+        assert time.monotonic() < deadline, f"left running: {processes_of(workspace)}"
+        time.sleep(0.05)
+    silent.close()
+
+
+def test_a_failed_clone_of_a_commit_leaves_no_password_behind(api, server):
+    api.put("/repos/pw", json={"source": "https://user:hunter2@127.0.0.1:9/x.git"})
+    path = add(api, "pw", "build", b"echo never\n", source="https://user:hunter2@127.0.0.1:9/x.git")
+    job = wait_for_job(api, api.patch(path, json={"commit": "a" * 40}).json()["id"])
+    assert job["result"] == "error"
+    workspace = server.state_dir / "workspaces" / str(job["id"])
+    leaked = subprocess.run(["grep", "-rl", "hunter2", workspace], capture_output=True, text=True)
+    assert leaked.stdout == "", leaked.stdout
+
+
+def test_every_line_of_a_multiline_secret_is_masked(api):
+    api.put("/repos/vault", json={"secrets": {"PEM": "first-line-AAA\nsecond-line-BBB\nxy", "SHORT": "ab"}})
+    path = add(api, "vault", "show", b'echo "$PEM"\necho "short=$SHORT"\n')
+    job_id = api.patch(path).json()["id"]
+    wait_for_job(api, job_id)
+    assert api.get(f"/jobs/{job_id}/log").text == "***\n***\nxy\nshort=ab\n"

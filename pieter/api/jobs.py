@@ -2,10 +2,13 @@
 
 import asyncio
 import contextlib
+import os
 import re
+from email.utils import formatdate
+from urllib.parse import quote, unquote
 
 from sanic import Request
-from sanic.response import HTTPResponse, file, json, raw
+from sanic.response import HTTPResponse, json, raw
 
 from pieter import workspaces
 from pieter.api.body import json_object
@@ -14,6 +17,7 @@ from pieter.models import ENDED, State, check_commit, check_env, check_name
 
 FOLLOW_POLL_SECONDS = 0.2
 MAX_PAGE = 200
+ARTIFACT_CHUNK = 65536
 
 
 def job_id_of(text: str) -> int:
@@ -120,16 +124,36 @@ async def list_artifacts(request: Request, job_id: str) -> HTTPResponse:
     return json({"artifacts": found, "total_bytes": sum(a["size"] for a in found)})
 
 
-async def get_artifact(request: Request, job_id: str, path: str) -> HTTPResponse:
-    """One artifact's bytes; nothing outside the job's artifacts directory is ever served."""
+async def get_artifact(request: Request, job_id: str, path: str) -> HTTPResponse | None:
+    """One artifact's bytes, streamed from the file `workspaces.artifact` opened: never opened again by name,
+    which the running job could by then have made a link to anywhere."""
     number = job_id_of(job_id)
     await request.app.ctx.store.job_state(number)
     files = workspaces.job_files(request.app.ctx.config.state_dir, number)
+    relative = unquote(path)  # Sanic hands a path parameter over still percent-encoded
     try:
-        found = await asyncio.to_thread(workspaces.artifact, files, path)
+        found = await asyncio.to_thread(workspaces.artifact, files, relative)
     except LookupError:
-        raise NotFound(f"job {number} has no artifact {path[:200]!r}") from None
-    return await file(found, mime_type="application/octet-stream", filename=found.name)
+        raise NotFound(f"job {number} has no artifact {relative[:200]!r}") from None
+    with found:
+        status = os.fstat(found.fileno())
+        headers = {"content-length": str(status.st_size), "content-disposition": _attachment(relative),
+                   "last-modified": formatdate(status.st_mtime, usegmt=True)}  # fmt: skip
+        response = await request.respond(content_type="application/octet-stream", headers=headers)
+        left = status.st_size  # what content-length promised, though a running job may still write to the file
+        while left and (chunk := await asyncio.to_thread(found.read, min(left, ARTIFACT_CHUNK))):
+            await response.send(chunk)
+            left -= len(chunk)
+        await response.eof()  # a file cut short meanwhile: Sanic drops the connection, the client sees it short
+    return None
+
+
+def _attachment(relative: str) -> str:
+    """Content-Disposition naming the file: RFC 6266's `filename*` carries any name, `filename` an ASCII one for
+    old clients (and nothing that could end the quoted string or the header)."""
+    name = relative.rsplit("/", 1)[-1]
+    plain = re.sub(r'[^ -~]|["\\]', "_", name)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def _text(lines: list[bytes]) -> bytes:

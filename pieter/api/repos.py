@@ -1,13 +1,17 @@
 """Repos and their scenarios (shell scripts): create, read, replace, delete."""
 
+import asyncio
 import base64
 import json as jsonlib
+import shutil
+import subprocess
 
 from sanic import Request
 from sanic.response import HTTPResponse, json, raw
 
 from pieter import schedules
 from pieter.api.body import json_object
+from pieter.errors import BadRequest
 from pieter.models import (
     check_deploy_key,
     check_env,
@@ -24,6 +28,17 @@ async def list_repos(request: Request) -> HTTPResponse:
     return json(await request.app.ctx.store.repo_names())
 
 
+def deploy_key_problem(key: str) -> str | None:
+    """Why ssh could not use the key in a job's clone (which cannot type a passphrase), as ssh-keygen says it;
+    None when it can, or where ssh-keygen is missing (openssh-client is only recommended). Blocking."""
+    if not key or shutil.which("ssh-keygen") is None:
+        return None
+    read = subprocess.run(["ssh-keygen", "-y", "-P", "", "-f", "/dev/stdin"], input=key.encode(),
+                          capture_output=True, timeout=10, check=False)  # fmt: skip
+    said = read.stderr.decode(errors="replace").strip().splitlines()
+    return None if read.returncode == 0 else (said[-1].rpartition(": ")[2] if said else "unreadable")
+
+
 async def get_repo(request: Request, repo: str) -> HTTPResponse:
     return json(await request.app.ctx.store.repo(check_name("repo", repo)))
 
@@ -33,8 +48,10 @@ async def put_repo(request: Request, repo: str) -> HTTPResponse:
     check_name("repo", repo)
     body = json_object(request, {"source", "secret", "secrets", "deploy_key", "known_hosts"})
     checks = {"source": check_source, "secret": check_hook_secret, "deploy_key": check_deploy_key,
-              "known_hosts": check_known_hosts, "secrets": lambda v: jsonlib.dumps(check_env(v))}  # fmt: skip
+              "known_hosts": check_known_hosts, "secrets": lambda v: jsonlib.dumps(check_env(v, "secrets"))}  # fmt: skip
     fields = {name: check(body[name]) for name, check in checks.items() if body.get(name) is not None}
+    if fields.get("deploy_key") and (problem := await asyncio.to_thread(deploy_key_problem, fields["deploy_key"])):
+        raise BadRequest(f"deploy_key cannot be used: {problem} (ssh-keygen; a job cannot type a passphrase)")
     created, shown = await request.app.ctx.store.put_repo(repo, fields)
     return json(shown, status=201 if created else 200)
 

@@ -15,9 +15,10 @@ set -u
 job=${1:-$CREDENTIALS_DIRECTORY}
 
 fetch() {
-    if [ -e "$job/commit" ]; then
+    if [ -e "$job/commit" ]; then  # fetched by URL, not through a remote: a password never reaches .git/config
         commit=$(cat "$job/commit")
-        git init -q . && git remote add origin "$source" && git fetch -q --depth 1 origin "$commit" \
+        git init -q . && git fetch -q --depth 1 "$source" "$commit" \
+            && git remote add origin "$(cat "$job/source.shown")" \
             && git -c advice.detachedHead=false checkout -q FETCH_HEAD && echo "pieter: checked out $commit"
     else
         git clone --no-local --depth 1 -- "$source" .
@@ -36,12 +37,19 @@ if [ -e "$job/source" ] || [ -e "$job/handoff" ]; then
     fetched=1
     if [ -e "$job/source" ]; then
         source=$(cat "$job/source") && { fetch 2>&1; fetched=$?; }
-    else  # an agent holds the deploy key, if the repo has one, for the fetch only
-        eval "$(ssh-agent -s)" >/dev/null
+    else  # an agent holds the deploy key, if the repo has one, for the fetch only; in the foreground (-D), it
+        # stays in the job's process group, which a cancel or a timeout kills whole
+        agent_dir=$(mktemp -d)
+        export SSH_AUTH_SOCK="$agent_dir/agent"
+        ssh-agent -D -a "$SSH_AUTH_SOCK" >/dev/null &
+        agent=$!
+        until [ -S "$SSH_AUTH_SOCK" ] || ! kill -0 $agent 2>/dev/null; do sleep 0.01; done
         source=$(python3 -I -S "$here/receive.py" "$(cat "$job/handoff")") && { fetch 2>&1; fetched=$?; }
-        ssh-agent -k >/dev/null
+        kill $agent
+        wait $agent 2>/dev/null
+        rm -rf "$agent_dir"
     fi
-    unset GIT_CONFIG_GLOBAL GIT_SSH_COMMAND SSH_AUTH_SOCK SSH_AGENT_PID source
+    unset GIT_CONFIG_GLOBAL GIT_SSH_COMMAND SSH_AUTH_SOCK source
     if [ $fetched -ne 0 ]; then
         echo "pieter: git clone failed: the job did not run"
         : >.pieter-clone-failed

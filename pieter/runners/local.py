@@ -54,13 +54,17 @@ async def pump_lines(stream: asyncio.StreamReader, sink: LogSink) -> None:
         await sink(pending[start : start + FLUSH_LINES])
 
 
-def kill_leftovers(workspace: str) -> int:
-    """SIGKILL the processes of a job whose server died (found by PIETER_WORKSPACE in their environment,
-    which names this server's state dir and the job); returns how many."""
+def kill_leftovers(workspace: str, uid: int) -> int:
+    """SIGKILL the processes a job left behind: started out of its process group (setsid), or left when its
+    server died. Found among the job user's processes by PIETER_WORKSPACE in their environment (which names this
+    server's state dir and the job): a process that rewrote its environment escapes, as it would escape any
+    search without cgroups (the systemd runner's units kill their whole cgroup). Returns how many."""
     marker = f"\0PIETER_WORKSPACE={workspace}\0".encode()
     killed = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
             with open(f"/proc/{pid}/environ", "rb") as f:
                 if marker in b"\0" + f.read():
                     os.kill(int(pid), signal.SIGKILL)
@@ -94,6 +98,10 @@ class LocalRunner:
                 raise ConfigError("PIETER_JOB_USER must not be root: jobs never run as root")
             self.identity = (user.pw_uid, user.pw_gid)
 
+    @property
+    def job_uid(self) -> int:
+        return self.identity[0] if self.identity else os.getuid()
+
     def command(self, files: JobFiles) -> list[str]:
         """job.sh, as the job's user: the server's root drops to it with setpriv (util-linux)."""
         argv = ["/bin/sh", str(JOB_WRAPPER), str(files.job_dir)]
@@ -124,7 +132,11 @@ class LocalRunner:
         finally:
             kill_group(proc.pid, signal.SIGKILL)  # children the script left behind die with it
             self.running.pop(job["id"], None)
+        # and those it started out of its group (they could hold its output open, or write artifacts late)
+        killed = await asyncio.to_thread(kill_leftovers, str(files.workspace), self.job_uid)
         await pump
+        if killed:
+            await log_sink([f"pieter: {killed} processes the job left behind were killed".encode()])
         if timed_out:
             return Outcome(Result.TIMEOUT, proc.returncode)
         return files.outcome(proc.returncode)
@@ -140,7 +152,7 @@ class LocalRunner:
 
     async def reattach(self, job: dict[str, Any], log_sink: LogSink) -> Outcome:
         """A local job cannot outlive the server that ran it: it is lost, and what is left of it is killed."""
-        killed = kill_leftovers(str(job_files(self.config.state_dir, job["id"]).workspace))
+        killed = kill_leftovers(str(job_files(self.config.state_dir, job["id"]).workspace), self.job_uid)
         await log_sink([f"pieter: the server stopped while this job ran; its result is lost "
                         f"({killed} leftover processes killed)".encode()])  # fmt: skip
         return Outcome(Result.LOST)
