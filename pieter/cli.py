@@ -105,8 +105,8 @@ def client_command(args: argparse.Namespace) -> int:
     from pieter import client
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `pieter log 5 | head` ends quietly
-    api = client.Client(load())
     try:
+        api = client.Client(load())
         if args.command == "repos":
             return client.repos(api)
         if args.command == "run":
@@ -120,12 +120,21 @@ def client_command(args: argparse.Namespace) -> int:
     except client.ClientError as e:
         print(f"pieter {args.command}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C stops the client only: a followed job runs on
+        print(file=sys.stderr)
+        return 130
 
 
 def key_value(text: str) -> str:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
     return text
+
+
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number, 1 or more")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = commands.add_parser("jobs", help="list jobs, newest first")
     jobs.add_argument("--repo")
     jobs.add_argument("--state")
-    jobs.add_argument("--limit", type=int, default=20)
+    jobs.add_argument("--limit", type=positive, default=20)
     jobs.set_defaults(func=client_command)
     logs = commands.add_parser("log", help="print a job's log; -f follows it until the job ends")
     logs.add_argument("job_id", type=int)

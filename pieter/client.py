@@ -1,28 +1,43 @@
 """The `pieter` client commands: talk to a Pieter server over HTTP (stdlib only, as the Debian package
 has it). Settings: PIETER_URL and PIETER_TOKEN, from the environment or the config file."""
 
+import http.client
 import json
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 from pieter.config import Config
+from pieter.models import ENDED
 
 # Exit codes of `pieter run --follow` besides the job's own exit status (documented in the README).
 EXIT_FOR_RESULT = {"timeout": 124, "error": 125, "cancelled": 130, "lost": 131, "oom-kill": 137}
+# How a connection fails, before or during an answer: URLError is an OSError; a dropped answer may be either.
+CONNECTION_ERRORS = (OSError, http.client.HTTPException)
 
 
 class ClientError(Exception):
     """The server said no, or could not be reached; the message says which and why."""
 
 
+def url_path(*segments: object) -> str:
+    """A path from segments, each quoted whole: a name never adds a segment or starts a query."""
+    return "".join("/" + urllib.parse.quote(str(segment), safe="") for segment in segments)
+
+
 class Client:
     def __init__(self, config: Config):
         self.base = config.url.rstrip("/")
         self.token = config.token
+        parts = urllib.parse.urlsplit(self.base)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ClientError(f"PIETER_URL {config.url!r} is not an http:// or https:// URL")
+        if not (self.token.isascii() and self.token.isprintable()):  # said here: urllib's error would show it
+            raise ClientError("PIETER_TOKEN must be printable ASCII on one line (a stray newline?)")
 
     def request(self, method: str, path: str, body: Any = None) -> urllib.request.Request:
         data = json.dumps(body).encode() if body is not None else None
@@ -39,19 +54,32 @@ class Client:
         except urllib.error.HTTPError as e:
             try:
                 message = json.loads(e.read())["error"]
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, *CONNECTION_ERRORS):
                 message = e.reason
             raise ClientError(f"{method} {path}: {e.code} {message}") from None
-        except (urllib.error.URLError, OSError) as e:
+        except CONNECTION_ERRORS as e:
             raise ClientError(f"cannot reach {self.base}: {getattr(e, 'reason', e)}") from None
 
-    def json(self, method: str, path: str, body: Any = None) -> Any:
+    def read(self, method: str, path: str, body: Any = None) -> bytes:
         with self.open(method, path, body) as response:
-            return json.loads(response.read())
+            try:
+                return response.read()
+            except CONNECTION_ERRORS as e:
+                raise ClientError(f"{method} {path}: the answer broke off: {e!r}") from None
+
+    def json(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            return json.loads(self.read(method, path, body))
+        except ValueError:
+            raise ClientError(f"{method} {path}: the answer is not Pieter's JSON (is {self.base} Pieter?)") from None
 
     def lines(self, path: str) -> Iterator[bytes]:
+        """A streamed answer's lines; a dropped connection ends them early, so the caller must check why."""
         with self.open("GET", path, timeout=3600) as response:
-            yield from response
+            try:
+                yield from response
+            except CONNECTION_ERRORS:
+                return
 
 
 def exit_code(job: dict[str, Any]) -> int:
@@ -70,43 +98,61 @@ def progress(job: dict[str, Any]) -> None:
         print(f"\rjob {job['id']}: {job['state']} {time.time() - since:6.1f} s ", end="", file=sys.stderr, flush=True)
 
 
-def run(client: Client, repo: str, scenario: str, env: dict[str, str], follow: bool) -> int:
-    job = client.json("PATCH", f"/repos/{repo}/{scenario}", {"env": env} if env else None)
-    if not follow:
+def follow(client: Client, job_id: int) -> dict[str, Any]:
+    """Print the job's log as it grows; the job once it has ended. The stream also ends when the server
+    goes away, so the job's state, not the stream's end, says whether the job ended."""
+    for line in client.lines(url_path("jobs", job_id, "log") + "?follow=1"):
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+    try:
+        job = client.json("GET", url_path("jobs", job_id))
+    except ClientError as e:
+        raise ClientError(f"the log stream ended, and whether job {job_id} did is unknown: {e}") from None
+    if job["state"] not in ENDED:
+        raise ClientError(f"the log stream ended before job {job_id} did (server stopped?)")
+    return job
+
+
+def run(client: Client, repo: str, scenario: str, env: dict[str, str], following: bool) -> int:
+    job = client.json("PATCH", url_path("repos", repo, scenario), {"env": env} if env else None)
+    if not following:
         print(job["id"])
         return 0
     print(f"job {job['id']} queued", file=sys.stderr)
     while job["state"] == "queued":
         progress(job)
         time.sleep(0.2)
-        job = client.json("GET", f"/jobs/{job['id']}")
+        job = client.json("GET", url_path("jobs", job["id"]))
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    for line in client.lines(f"/jobs/{job['id']}/log?follow=1"):
-        sys.stdout.buffer.write(line)
-        sys.stdout.buffer.flush()
-    job = client.json("GET", f"/jobs/{job['id']}")
-    print(f"job {job['id']}: {job['state']} ({job['result']}, rc {job['rc']})", file=sys.stderr)
+    job = follow(client, job["id"])
+    rc = "" if job["rc"] is None else f", rc {job['rc']}"
+    print(f"job {job['id']}: {job['state']} ({job['result']}{rc})", file=sys.stderr)
     return exit_code(job)
 
 
-def log(client: Client, job_id: int, follow: bool) -> int:
-    for line in client.lines(f"/jobs/{job_id}/log" + ("?follow=1" if follow else "")):
-        sys.stdout.buffer.write(line)
-        sys.stdout.buffer.flush()
+def log(client: Client, job_id: int, following: bool) -> int:
+    if following:
+        follow(client, job_id)
+    else:
+        sys.stdout.buffer.write(client.read("GET", url_path("jobs", job_id, "log")))
     return 0
 
 
 def jobs(client: Client, repo: str | None, state: str | None, limit: int) -> int:
-    query = "&".join(f"{k}={v}" for k, v in (("repo", repo), ("state", state), ("limit", limit)) if v)
-    for job in client.json("GET", f"/jobs?{query}")["jobs"]:
-        print(f"{job['id']:>6}  {job['repo']}/{job['scenario']:<20} {job['state']:<9} {job['result'] or '':<9} "
-              f"{'' if job['rc'] is None else job['rc']:>4}  {job['duration'] or '':>8}")  # fmt: skip
+    query = urllib.parse.urlencode({k: v for k, v in (("repo", repo), ("state", state), ("limit", limit)) if v})
+    listed = client.json("GET", f"/jobs?{query}")["jobs"]
+    names = [f"{job['repo']}/{job['scenario']}" for job in listed]
+    width = max(map(len, names), default=0)
+    for job, name in zip(listed, names):
+        rc = "" if job["rc"] is None else job["rc"]
+        print(f"{job['id']:>6}  {name:<{width}}  {job['state']:<9} {job['result'] or '':<9} {rc:>4}  "
+              f"{job['duration'] or '':>8}")  # fmt: skip
     return 0
 
 
 def cancel(client: Client, job_id: int) -> int:
-    job = client.json("POST", f"/jobs/{job_id}/cancel")
+    job = client.json("POST", url_path("jobs", job_id, "cancel"))
     print(f"job {job['id']}: {job['state']}")
     return 0
 

@@ -74,12 +74,12 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-GIT_SCHEMES = ("https", "ssh", "git", "file")
+GIT_SCHEMES = ("https", "http", "ssh", "git", "file")  # http: a Gitea or mirror on the LAN
 SCP_LIKE = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?[A-Za-z0-9][A-Za-z0-9.-]*:[^:].*")  # user@host:path, as ssh
 
 
 def check_source(source: object) -> str:
-    """A git source: an https, ssh, git or file URL, `user@host:path`, or an absolute local path ('' for
+    """A git source: an https, http, ssh, git or file URL, `user@host:path`, or an absolute local path ('' for
     none). Nothing git would read as an option or hand to a remote helper (`ext::` runs a command)."""
     if not isinstance(source, str):
         raise BadRequest("source must be a string (a git URL or a local path)")
@@ -97,7 +97,7 @@ def check_source(source: object) -> str:
     if not scheme and SCP_LIKE.fullmatch(source) and "::" not in source:
         return source
     raise BadRequest(
-        f"source {redact_source(source)[:200]!r} is not allowed: use an https://, ssh://, git:// or file:// URL, "
+        f"source {redact_source(source)[:200]!r} is not allowed: use an https://, http://, ssh://, git:// or file:// URL, "
         "user@host:path, or an absolute path"
     )
 

@@ -1,18 +1,31 @@
 """The `pieter` client commands against a real server: what a user types, what they read, the exit code."""
 
+import functools
+import http.server
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
+import threading
 
 from tests.conftest import wait_for_job, wait_for_log
 
 
-def pieter(server, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**server.env, "PIETER_URL": server.url}
+def pieter(server, *args: str, timeout: float = 60, **settings: str) -> subprocess.CompletedProcess[str]:
+    env = {**server.env, "PIETER_URL": server.url, **settings}
     return subprocess.run([sys.executable, "-m", "pieter", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
+
+
+def following(server, *args: str) -> subprocess.Popen[str]:
+    """A client left running, as on a terminal: SIGINT raises KeyboardInterrupt in it even when the tests
+    themselves run with SIGINT ignored (in the background), which a child would inherit."""
+    env = {**server.env, "PIETER_URL": server.url}
+    return subprocess.Popen([sys.executable, "-m", "pieter", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
 
 
 def test_run_follow_streams_and_exits_with_the_jobs_code(server, api):
@@ -89,3 +102,79 @@ def test_a_progress_line_on_a_terminal_and_none_when_piped(start_server):
         os.close(terminal)
     assert re.search(rb"\rjob \d+: queued +\d+\.\d s", shown), shown
     assert b"\r" not in piped.stderr.read(), "piped: plain lines only"
+
+
+def test_names_are_quoted_in_paths_so_the_server_judges_them(server, api):
+    api.put("/repos/my.repo-1_x")
+    api.put("/repos/my.repo-1_x/build_2.sh", content=b"echo fine\n")
+    assert pieter(server, "run", "my.repo-1_x", "build_2.sh", "-f").stdout == "fine\n"
+    for repo, scenario in (("a b", "x"), ("x?y", "z"), ("a/b", "x"), ("my.repo-1_x", "build_2.sh#x")):
+        refused = pieter(server, "run", repo, scenario)
+        assert refused.returncode == 1 and "400 invalid" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert api.get("/jobs").json()["total"] == 1
+
+
+def test_a_bad_url_or_token_is_a_clear_error(server):
+    bad_url = pieter(server, "repos", PIETER_URL="foo")
+    assert bad_url.returncode == 1 and "PIETER_URL 'foo' is not an http:// or https:// URL" in bad_url.stderr
+    bad_token = pieter(server, "repos", PIETER_TOKEN="secret\nsecret")
+    assert bad_token.returncode == 1 and "PIETER_TOKEN must be printable ASCII" in bad_token.stderr
+    assert "secret" not in bad_token.stderr
+
+
+def test_a_server_that_is_not_pieter_is_a_clear_error(server, tmp_path):
+    (tmp_path / "repos").write_text("<html>not JSON</html>\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as other:
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{other.server_port}"
+        not_json = pieter(server, "repos", PIETER_URL=url)
+        not_found = pieter(server, "jobs", PIETER_URL=url)
+        other.shutdown()
+    assert not_json.returncode == 1 and f"the answer is not Pieter's JSON (is {url} Pieter?)" in not_json.stderr
+    assert not_found.returncode == 1 and "GET /jobs?limit=20: 404" in not_found.stderr
+    assert "Traceback" not in not_json.stderr + not_found.stderr
+
+
+def test_ctrl_c_stops_the_client_quietly_and_not_the_job(server, api):
+    api.put("/repos/demo")
+    api.put("/repos/demo/wait", content=b"echo started\nsleep 30\n")
+    run = following(server, "run", "demo", "wait", "-f")
+    job_id = int(run.stderr.readline().split()[1])  # "job 1 queued"
+    log = following(server, "log", str(job_id), "-f")
+    assert run.stdout.readline() == "started\n" and log.stdout.readline() == "started\n"  # both streaming
+    for client in (run, log):
+        client.send_signal(signal.SIGINT)
+        _, err = client.communicate(timeout=30)
+        assert client.returncode == 130 and "Traceback" not in err and err.strip() == "", err
+    assert api.get(f"/jobs/{job_id}").json()["state"] == "running"
+    api.post(f"/jobs/{job_id}/cancel")
+
+
+def test_a_server_gone_while_followed_is_an_error_not_a_success(start_server):
+    server = start_server()
+    with server.client() as api:
+        api.put("/repos/demo")
+        api.put("/repos/demo/wait", content=b"echo started\nsleep 30\n")
+        run = following(server, "run", "demo", "wait", "-f")
+        job_id = int(run.stderr.readline().split()[1])
+        log = following(server, "log", str(job_id), "-f")
+        assert run.stdout.readline() == "started\n" and log.stdout.readline() == "started\n"
+    server.stop(9)
+    for client in (run, log):
+        _, err = client.communicate(timeout=30)
+        assert client.returncode == 1 and f"the log stream ended, and whether job {job_id} did is unknown" in err, err
+        assert "Traceback" not in err
+
+
+def test_jobs_lines_up_its_columns_and_refuses_a_limit_below_1(server, api):
+    for repo, scenario in (("a", "b"), ("a-longer-repo", "a-longer-scenario")):
+        api.put(f"/repos/{repo}")
+        api.put(f"/repos/{repo}/{scenario}", content=b"true\n")
+        wait_for_job(api, api.patch(f"/repos/{repo}/{scenario}").json()["id"])
+    lines = pieter(server, "jobs").stdout.splitlines()
+    assert [line.split()[1] for line in lines] == ["a-longer-repo/a-longer-scenario", "a/b"]
+    assert len({line.index("success") for line in lines}) == 1, lines
+    refused = pieter(server, "jobs", "--limit", "0")
+    assert refused.returncode == 2 and "argument --limit: '0': expected a whole number, 1 or more" in refused.stderr

@@ -335,7 +335,6 @@ REFUSED_SOURCES = [
     "ssh://-oProxyCommand=touch%20/tmp/pwned/x",
     "ssh://git@-oProxyCommand=touch/x",
     "git@-oProxyCommand=touch:x",
-    "http://example.com/x.git",
     "ftp://example.com/x.git",
     "rsync://example.com/x.git",
     "relative/path",

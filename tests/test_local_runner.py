@@ -1,8 +1,12 @@
 """Jobs run by the local runner, end to end through a real server and a real Redis."""
 
+import base64
+import contextlib
+import http.server
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -359,3 +363,44 @@ def test_every_line_of_a_multiline_secret_is_masked(api):
     job_id = api.patch(path).json()["id"]
     wait_for_job(api, job_id)
     assert api.get(f"/jobs/{job_id}/log").text == "***\n***\nxy\nshort=ab\n"
+
+
+class AskForAPassword(http.server.BaseHTTPRequestHandler):
+    """A git server that wants Basic auth: it notes what it was given, then keeps the clone waiting a moment."""
+
+    given: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if "Authorization" not in self.headers:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.end_headers()
+            return
+        self.given.append(self.headers["Authorization"])
+        time.sleep(1.0)
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_https_password_reaches_git_on_no_command_line(api):
+    """Any user may read a process's command line: the clone's URL goes without its credentials, which git gets
+    from clone.gitconfig's credential helper."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AskForAPassword)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    source = f"http://bob:hunter2@127.0.0.1:{server.server_address[1]}/x.git"
+    api.put("/repos/auth", json={"source": source})
+    job_id = api.patch(add(api, "auth", "build", b"echo never\n", source=source)).json()["id"]
+    seen = set()
+    while api.get(f"/jobs/{job_id}").json()["state"] in ("queued", "running"):
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                seen.add(Path(f"/proc/{pid}/cmdline").read_bytes())
+    server.shutdown()
+    assert AskForAPassword.given and set(AskForAPassword.given) == {
+        "Basic " + base64.b64encode(b"bob:hunter2").decode()
+    }
+    clones = [line for line in seen if b"127.0.0.1" in line and b"git" in line]
+    assert clones and not [line for line in clones if b"hunter2" in line or b"bob" in line], clones

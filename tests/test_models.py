@@ -20,7 +20,7 @@ def test_bad_names(name):
 @pytest.mark.parametrize(
     "source",
     ["https://example.com/x.git", "git@github.com:agrrh/pieter-ci.git", "/srv/git/x", "file:///srv/x",
-     "ssh://git@example.com:2222/x.git", "git://example.com/x", "host:/srv/x", ""],
+     "ssh://git@example.com:2222/x.git", "git://example.com/x", "host:/srv/x", "", "http://gitea.lan:3000/team/x.git"],
 )  # fmt: skip
 def test_good_sources(source):
     assert check_source(source) == source
@@ -28,7 +28,7 @@ def test_good_sources(source):
 
 @pytest.mark.parametrize(
     "source",
-    ["-u", "-x@host:path", "--upload-pack=x", "ext::sh -c x", "EXT::x", "fd::17", "host::x", "a\nb", " x", 5, "http://example.com/x",
+    ["-u", "-x@host:path", "--upload-pack=x", "ext::sh -c x", "EXT::x", "fd::17", "host::x", "a\nb", " x", 5,
      "ftp://example.com/x", "relative/path", "./x", "/srv/x::y"],
 )  # fmt: skip
 def test_bad_sources(source):

@@ -30,7 +30,7 @@ if [ -e "$job/source" ] || [ -e "$job/handoff" ]; then
     here=$(dirname "$0")
     # clone.gitconfig: a local source belongs to another user than the job's (safe.directory)
     GIT_CONFIG_GLOBAL="$here/clone.gitconfig"
-    export GIT_CONFIG_GLOBAL
+    export GIT_CONFIG_GLOBAL GIT_TERMINAL_PROMPT=0  # a clone that needs a password it was not given fails, not waits
     known_hosts=/dev/null
     [ -e "$job/known_hosts" ] && known_hosts=$job/known_hosts
     export GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$known_hosts"
@@ -44,12 +44,18 @@ if [ -e "$job/source" ] || [ -e "$job/handoff" ]; then
         ssh-agent -D -a "$SSH_AUTH_SOCK" >/dev/null &
         agent=$!
         until [ -S "$SSH_AUTH_SOCK" ] || ! kill -0 $agent 2>/dev/null; do sleep 0.01; done
-        source=$(python3 -I -S "$here/receive.py" "$(cat "$job/handoff")") && { fetch 2>&1; fetched=$?; }
+        if received=$(python3 -I -S "$here/receive.py" "$(cat "$job/handoff")"); then
+            eval "$received"  # source, and PIETER_CLONE_USERNAME/PASSWORD for clone.gitconfig's credential helper
+            export PIETER_CLONE_USERNAME PIETER_CLONE_PASSWORD
+            fetch 2>&1
+            fetched=$?
+        fi
         kill $agent
         wait $agent 2>/dev/null
         rm -rf "$agent_dir"
     fi
-    unset GIT_CONFIG_GLOBAL GIT_SSH_COMMAND SSH_AUTH_SOCK source
+    unset GIT_CONFIG_GLOBAL GIT_SSH_COMMAND GIT_TERMINAL_PROMPT SSH_AUTH_SOCK source received \
+        PIETER_CLONE_USERNAME PIETER_CLONE_PASSWORD
     if [ $fetched -ne 0 ]; then
         echo "pieter: git clone failed: the job did not run"
         : >.pieter-clone-failed

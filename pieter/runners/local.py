@@ -54,16 +54,17 @@ async def pump_lines(stream: asyncio.StreamReader, sink: LogSink) -> None:
         await sink(pending[start : start + FLUSH_LINES])
 
 
-def kill_leftovers(workspace: str, uid: int) -> int:
-    """SIGKILL the processes a job left behind: started out of its process group (setsid), or left when its
-    server died. Found among the job user's processes by PIETER_WORKSPACE in their environment (which names this
-    server's state dir and the job): a process that rewrote its environment escapes, as it would escape any
-    search without cgroups (the systemd runner's units kill their whole cgroup). Returns how many."""
+def kill_leftovers(workspace: str, uid: int, group: int = 0) -> int:
+    """SIGKILL the processes a job left behind: started out of its process `group` (setsid; the group itself,
+    already killed, may still be dying), or left when its server died. Found among the job user's processes by
+    PIETER_WORKSPACE in their environment (which names this server's state dir and the job): a process that
+    rewrote its environment escapes, as it would escape any search without cgroups (the systemd runner's units
+    kill their whole cgroup). Returns how many."""
     marker = f"\0PIETER_WORKSPACE={workspace}\0".encode()
     killed = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if os.stat(f"/proc/{pid}").st_uid != uid:
+            if os.stat(f"/proc/{pid}").st_uid != uid or os.getpgid(int(pid)) == group:
                 continue
             with open(f"/proc/{pid}/environ", "rb") as f:
                 if marker in b"\0" + f.read():
@@ -133,7 +134,7 @@ class LocalRunner:
             kill_group(proc.pid, signal.SIGKILL)  # children the script left behind die with it
             self.running.pop(job["id"], None)
         # and those it started out of its group (they could hold its output open, or write artifacts late)
-        killed = await asyncio.to_thread(kill_leftovers, str(files.workspace), self.job_uid)
+        killed = await asyncio.to_thread(kill_leftovers, str(files.workspace), self.job_uid, proc.pid)
         await pump
         if killed:
             await log_sink([f"pieter: {killed} processes the job left behind were killed".encode()])

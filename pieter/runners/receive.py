@@ -1,14 +1,21 @@
 """job.sh's clone step: receive the source URL and deploy key from the job's handoff socket (pieter/handoff.py),
-load the key into the ssh-agent job.sh started for the clone, and print the URL for it.
+load the key into the ssh-agent job.sh started for the clone, and print, for job.sh to `eval`, shell-quoted:
+
+    source=URL                     with an http(s) URL's user and password taken out: command lines are public
+    PIETER_CLONE_USERNAME=USER     what clone.gitconfig's credential helper hands git instead
+    PIETER_CLONE_PASSWORD=PASSWORD
 
 It runs inside the job (any python3 on the job's PATH), so it uses the standard library only.
 Usage: python3 receive.py SOCKET
 """
 
 import json
+import re
+import shlex
 import socket
 import subprocess
 import sys
+from urllib.parse import unquote
 
 
 def receive(path: str) -> dict[str, str]:
@@ -18,6 +25,15 @@ def receive(path: str) -> dict[str, str]:
     if not data:
         raise OSError("the server refused this process")
     return json.loads(data)
+
+
+def without_credentials(source: str) -> tuple[str, str, str]:
+    """An http(s) URL without its `user:password@`, and the (percent-decoded) user and password it had."""
+    found = re.fullmatch(r"(https?://)([^/@]*)@(.*)", source, flags=re.IGNORECASE | re.DOTALL)
+    if not found:
+        return source, "", ""
+    user, _, password = found[2].partition(":")
+    return found[1] + found[3], unquote(user), unquote(password)
 
 
 def main() -> int:
@@ -31,7 +47,9 @@ def main() -> int:
         if added.returncode != 0:
             print("pieter: the deploy key could not be loaded", file=sys.stderr)
             return 1
-    print(secrets["source"])
+    source, user, password = without_credentials(secrets["source"])
+    for name, value in (("source", source), ("PIETER_CLONE_USERNAME", user), ("PIETER_CLONE_PASSWORD", password)):
+        print(f"{name}={shlex.quote(value)}")
     return 0
 
 
