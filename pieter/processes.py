@@ -29,11 +29,51 @@ async def exited(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait()
 
 
-async def reader_of(pipe: Any) -> asyncio.StreamReader:
-    """An asyncio reader of a child's pipe (the transport closes the pipe at its end)."""
-    loop = asyncio.get_running_loop()
+class PipeFeed(asyncio.ReadTransport):
+    """Feeds a child's pipe into a StreamReader from the loop's readiness callbacks, and closes it once, at its
+    end. Not `loop.connect_read_pipe`: uvloop's pipe transport closes the fd number it was given, after the file
+    object has closed it too (when collected), by when the number may be another open file's."""
+
+    def __init__(self, pipe: Any, reader: asyncio.StreamReader):
+        super().__init__()
+        self.loop, self.pipe, self.reader = asyncio.get_running_loop(), pipe, reader
+        os.set_blocking(pipe.fileno(), False)
+        reader.set_transport(self)  # it pauses us while its buffer is full
+        self.resume_reading()
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.pipe.fileno(), 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.reader.feed_data(data)
+        else:
+            self.close()
+            self.reader.feed_eof()
+
+    def pause_reading(self) -> None:
+        if not self.pipe.closed:
+            self.loop.remove_reader(self.pipe.fileno())
+
+    def resume_reading(self) -> None:
+        if not self.pipe.closed:
+            self.loop.add_reader(self.pipe.fileno(), self._readable)
+
+    def is_closing(self) -> bool:
+        return self.pipe.closed
+
+    def close(self) -> None:
+        self.pause_reading()
+        self.pipe.close()
+
+
+def reader_of(pipe: Any) -> asyncio.StreamReader:
+    """An asyncio reader of a child's pipe, closed at its end."""
     reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    PipeFeed(pipe, reader)
     return reader
 
 
@@ -42,5 +82,5 @@ async def output(*argv: str, env: dict[str, str] | None = None) -> tuple[int, st
     added to the server's environment."""
     proc = spawn(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                  env={**os.environ, **env} if env else None)  # fmt: skip
-    out = await (await reader_of(proc.stdout)).read()
+    out = await reader_of(proc.stdout).read()
     return await exited(proc), out.decode(errors="replace").strip()

@@ -209,29 +209,49 @@ async def systemctl(*args: str) -> None:
 
 
 async def install(config: Config, repo: str, scenario: str, expression: str) -> bool:
-    """Write and enable (or replace and restart) the schedule's units; True when it is new. A new schedule
-    that systemd refuses is removed again."""
+    """Write and enable (or replace and restart) the schedule's units; True when it is new. A schedule that
+    systemd refuses leaves things as they were: a new one is removed, a replaced one restored."""
     base = unit_base(repo, scenario)
     timer, service = UNIT_DIR / f"{base}.timer", UNIT_DIR / f"{base}.service"
     async with LOCK:
-        existed = await asyncio.to_thread(timer.exists)
+        before = await asyncio.to_thread(read_units, timer, service)
         try:
             await asyncio.to_thread(_write, service, service_text(config, repo, scenario))
             await asyncio.to_thread(_write, timer, timer_text(repo, scenario, expression))
-        except OSError as e:
-            if not existed:
-                await asyncio.to_thread(_unlink, timer, service)
-            raise Conflict(f"cannot write the schedule's units into {UNIT_DIR}: {e.strerror} (the server needs "
-                           f"to write there: ReadWritePaths={UNIT_DIR} if its unit has ProtectSystem=)") from None  # fmt: skip
-        try:
-            await systemctl("daemon-reload")
-            await systemctl("enable", f"{base}.timer")
-            await systemctl("restart", f"{base}.timer")  # starts a new one; a replaced one takes its new expression
-        except PieterError:
-            if not existed:
+            await _start(base, replaced=before is not None)
+        except (OSError, PieterError) as e:
+            if before is None:
                 await _remove_units(base)
+            else:
+                await asyncio.to_thread(_write, timer, before[0])
+                await asyncio.to_thread(_write, service, before[1])
+                await _start(base, replaced=False)
+            if isinstance(e, OSError):
+                raise Conflict(f"cannot write the schedule's units into {UNIT_DIR}: {e.strerror} (the server needs "
+                               f"to write there: ReadWritePaths={UNIT_DIR} if its unit has ProtectSystem=)") from None  # fmt: skip
             raise
-    return not existed
+    return before is None
+
+
+def read_units(timer: Path, service: Path) -> tuple[str, str] | None:
+    """The texts of a schedule's units, None if it has none."""
+    try:
+        return timer.read_text(), service.read_text()
+    except FileNotFoundError:
+        return None
+
+
+async def _start(base: str, replaced: bool) -> None:
+    """Load, enable and (re)start the timer. A replaced schedule starts afresh: its Persistent= stamp (the last
+    run of the old expression) would fire the new one at once when the new one's last elapse came since."""
+    await systemctl("daemon-reload")
+    if replaced:
+        await systemctl("stop", f"{base}.timer")
+        rc, out = await output("systemctl", "clean", "--what=state", f"{base}.timer")
+        if rc != 0:
+            log.info("systemctl clean %s.timer: %s", base, out)
+    await systemctl("enable", f"{base}.timer")
+    await systemctl("restart", f"{base}.timer")
 
 
 def _unlink(*paths: Path) -> None:

@@ -120,7 +120,7 @@ class LocalRunner:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.running[job["id"]] = proc
-        pump = asyncio.create_task(pump_lines(await processes.reader_of(proc.stdout), log_sink))
+        pump = asyncio.create_task(pump_lines(processes.reader_of(proc.stdout), log_sink))
         timed_out = False
         try:
             await asyncio.wait_for(processes.exited(proc), timeout)
