@@ -102,7 +102,6 @@ def test_a_schedule_is_a_persistent_timer_that_queues_jobs(sapi, systemd_pieter)
     replaced = sapi.put(path, json={"on_calendar": "2099-01-01 06:00"})
     assert replaced.status_code == 200 and replaced.json()["on_calendar"] == "2099-01-01 06:00"
     assert replaced.json()["last_trigger"] is None, "a replaced schedule starts afresh"
-    assert f"stamp-{unit}.timer" not in systemd_pieter.sh("ls /var/lib/systemd/timers")
     assert "2099-01-01 06:00:00" in systemd_pieter.sh(f"systemctl show -P TimersCalendar {unit}.timer")
     assert replaced.json()["next_elapse"] > time.time() + 70 * 365 * 86400, "2099, in whatever time zone"
 
