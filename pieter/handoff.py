@@ -30,6 +30,7 @@ class Handoff:
     def __init__(self, path: Path, secrets: dict[str, str] | None, owns: Callable[[int, int], bool]):
         self.path, self.secrets, self.owns = path, secrets, owns
         self.server: asyncio.AbstractServer | None = None
+        self.refused = 0  # peers that asked and were not answered
 
     async def open(self) -> None:
         if self.secrets is None:
@@ -53,8 +54,10 @@ class Handoff:
             socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size))  # fmt: skip
         try:
             if self.server is None or not self.owns(pid, uid):
-                log.warning("%s: refused the clone's secrets to pid %s (uid %s): not a process of the job",
-                            self.path, pid, uid)  # fmt: skip
+                if not self.refused:  # once per job: a job looping over sockets must not flood the server's log
+                    log.warning("%s: refused the clone's secrets to pid %s (uid %s): not a process of the job",
+                                self.path, pid, uid)  # fmt: skip
+                self.refused += 1
                 return
             self.close()  # once: nothing the job starts later is answered
             writer.write(json.dumps(self.secrets).encode())

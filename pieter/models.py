@@ -75,6 +75,7 @@ def check_name(kind: str, name: str) -> str:
 
 
 GIT_SCHEMES = ("https", "http", "ssh", "git", "file")  # http: a Gitea or mirror on the LAN
+URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")  # scheme, then user[:password] before @
 SCP_LIKE = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?[A-Za-z0-9][A-Za-z0-9.-]*:[^:].*")  # user@host:path, as ssh
 
 
@@ -93,6 +94,14 @@ def check_source(source: object) -> str:
     if source == "" or source.startswith("/") and "::" not in source:
         return source
     if scheme and scheme.group(1).lower() in GIT_SCHEMES:
+        authority = re.match(r"[^/?#]*", source[scheme.end() :])[0]  # type: ignore[index]
+        userinfo, at, _ = authority.rpartition("@")
+        if "@" in userinfo:
+            raise BadRequest("source has more than one '@' before its host: write an '@' of a user name or "
+                             "password as %40")  # fmt: skip
+        if ":" in userinfo and not scheme.group(1).lower().startswith("http"):
+            raise BadRequest(f"source: git uses a password in http(s) URLs only, not in {scheme.group(1)}:// ones "
+                             "(ssh signs in with the repo's deploy_key): remove it")  # fmt: skip
         return source
     if not scheme and SCP_LIKE.fullmatch(source) and "::" not in source:
         return source
@@ -230,11 +239,23 @@ def check_settings(args: dict[str, list[str]]) -> dict[str, str]:
     return settings
 
 
+def url_secret(source: str) -> str:
+    """What is secret in a source URL: the password of its `user:password@`, or in an http(s) URL a user name
+    alone (a token: `https://<token>@github.com/…`); '' when nothing is."""
+    found = URL_USERINFO.match(source)
+    if not found:
+        return ""
+    user, colon, password = found[2].partition(":")
+    return password if colon else user if found[1].lower().startswith("http") else ""
+
+
 def redact_source(source: str) -> str:
-    """A source URL without the password a user may have put in it, for output; in an http(s) URL a user name
-    alone is taken for a token (`https://<token>@github.com/…`)."""
-    source = re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", source)
-    return re.sub(r"^(https?://)[^/@:]+@", r"\1***@", source, flags=re.IGNORECASE)
+    """A source URL without its secret (url_secret), for output."""
+    found = URL_USERINFO.match(source)
+    if not found or not url_secret(source):
+        return source
+    user, colon, _ = found[2].partition(":")
+    return found[1] + (f"{user}:***" if colon else "***") + "@" + source[found.end() :]
 
 
 def check_script(script: bytes, limit: int) -> bytes:

@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pieter.models import redact_source
+from pieter.models import redact_source, url_secret
 from pieter.runners.base import JobFiles
 
 JOB_WRAPPER = Path(__file__).parent / "runners" / "job.sh"
@@ -47,10 +47,14 @@ def prepare(state_dir: Path, job: dict[str, Any], make_workspace: bool = True,
         if private.get("known_hosts"):
             (files.job_dir / "known_hosts").write_text(private["known_hosts"])
     variables = {**job["env"], **private.get("secrets", {})}  # the repo's secrets win over a job's parameters
-    # What the log must not show: each line of each secret value (the log is kept in lines), the longest first,
-    # from 3 characters (shorter ones would mask ordinary text). Not handed to the job (see job_inputs).
-    masks = {line.strip() for value in private.get("secrets", {}).values() for line in value.splitlines()}
-    (files.job_dir / MASKS).write_text(json.dumps(sorted((m for m in masks if len(m) >= 3), key=len, reverse=True)))
+    # What the log must not show: each line of each secret value (the log is kept in lines) and the source's
+    # password or token, the longest first,
+    # from 3 characters (shorter ones would mask ordinary text). Not handed to the job (see job_inputs), and
+    # readable by the server's user only: a local runner's job user owns the directory, not this file.
+    values = [*private.get("secrets", {}).values(), url_secret(job["source"] or "")]  # git may print its URL
+    masks = {line.strip() for value in values for line in value.splitlines()}
+    with open(os.open(files.job_dir / MASKS, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(json.dumps(sorted((m for m in masks if len(m) >= 3), key=len, reverse=True)))
     (files.job_dir / "params.sh").write_text(
         "".join(f"export {name}={shlex.quote(value)}\n" for name, value in variables.items())
     )
@@ -62,7 +66,7 @@ def clone_secrets(job: dict[str, Any], private: dict[str, Any]) -> dict[str, str
     """What the job's clone step alone receives, over its handoff socket (pieter/handoff.py), when its source
     holds a password or token, or the repo has a deploy key; None when the clone needs no secret."""
     source, key = job["source"], private.get("deploy_key", "")
-    if source and (key or redact_source(source) != source):
+    if source and (key or url_secret(source)):
         return {"source": source, "deploy_key": key}
     return None
 

@@ -38,7 +38,7 @@ class SystemdPieter:
     def start(self) -> None:
         sb = self.sandbox
         sb.boot()
-        sb.run("mkdir", "-p", RUN)
+        sb.run("mkdir", "-p", "-m", "700", RUN)  # Redis's data holds every repo's secrets: root's only, as packaged
         sb.run("systemd-run", "--unit=pieter-test-redis", "--", "redis-server", "--port", "0",
                "--unixsocket", f"{RUN}/redis.sock", "--unixsocketperm", "700", "--dir", RUN, "--save", "", "--appendonly", "yes")  # fmt: skip
         sb.path("/etc/systemd/system/pieter-test.socket").write_text(SOCKET_UNIT)

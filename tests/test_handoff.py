@@ -48,6 +48,7 @@ def test_only_the_jobs_process_is_answered_and_only_once(tmp_path):
             "source=https://example.com/x.git",
             "PIETER_CLONE_USERNAME=user",
             "PIETER_CLONE_PASSWORD=hunter2",
+            "PIETER_CLONE_SCOPE=https://example.com",
         ]
         assert [pid for pid, _ in asked] == [stranger.pid, job.pid], "peers are told apart by their own pid"
         assert not handoff.path.exists(), "answered once: the socket is gone"
@@ -84,11 +85,14 @@ def test_a_job_without_a_source_gets_no_socket(tmp_path):
 @pytest.mark.parametrize(
     ("source", "parts"),
     [
-        ("https://bob:p%40ss@example.com/x.git", ("https://example.com/x.git", "bob", "p@ss")),
-        ("HTTP://ghp_t0ken@example.com:8080/x.git", ("HTTP://example.com:8080/x.git", "ghp_t0ken", "")),
-        ("https://example.com/a@b.git", ("https://example.com/a@b.git", "", "")),
-        ("ssh://git@example.com/x.git", ("ssh://git@example.com/x.git", "", "")),
-        ("git@example.com:x.git", ("git@example.com:x.git", "", "")),
+        ("https://bob:p%40ss@example.com/x.git", ("https://example.com/x.git", "bob", "p@ss", "https://example.com")),
+        (
+            "HTTP://ghp_t0ken@example.com:8080/x.git",
+            ("HTTP://example.com:8080/x.git", "ghp_t0ken", "", "HTTP://example.com:8080"),
+        ),
+        ("https://example.com/a@b.git", ("https://example.com/a@b.git", "", "", "")),
+        ("ssh://git@example.com/x.git", ("ssh://git@example.com/x.git", "", "", "")),
+        ("git@example.com:x.git", ("git@example.com:x.git", "", "", "")),
     ],
 )
 def test_credentials_leave_the_url_for_the_credential_helper(source, parts):

@@ -309,7 +309,8 @@ ALLOWED_SOURCES = [
     "https://:s3cret@example.com/x.git",
     "ssh://git@example.com/x.git",
     "ssh://git@example.com:2222/srv/x.git",
-    "ssh://user:s3cret@example.com/x.git",
+    "http://user:s3cret@gitea.lan:3000/x.git",
+    "https://s3cret@github.com/x.git",
     "git://example.com/x.git",
     "git@example.com:org/x.git",
     "deploy@git.example.com:org/x",
@@ -321,6 +322,10 @@ ALLOWED_SOURCES = [
     "",
 ]
 REFUSED_SOURCES = [
+    "ssh://user:s3cret@example.com/x.git",  # a password git would never use (ssh signs in with the deploy key)
+    "git://user:s3cret@example.com/x.git",
+    "file://user:s3cret@localhost/srv/x",
+    "https://user:s3c@ret@example.com/x.git",  # an '@' of a password must be %40
     "ext::sh -c touch% /tmp/pwned",
     "ext::",
     "fd::0",

@@ -1,18 +1,16 @@
 """Jobs run by the local runner, end to end through a real server and a real Redis."""
 
-import base64
 import contextlib
-import http.server
 import os
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import wait_for_job
+from tests.git_http import basic, git_server
 
 
 def add(api, repo: str, scenario: str, script: bytes, source: str | None = None, query: str = "") -> str:
@@ -241,13 +239,14 @@ def test_jobs_older_than_keep_days_are_expired(start_server, db):
 
 
 def test_a_password_in_the_source_is_not_kept_in_the_clone(api, git_repo):
-    source = f"file://user:hunter2@localhost{git_repo}"
-    path = add(api, "demo", "remote", b"git remote -v\ncat .git/config\n", source=source)
-    job_id = api.patch(path).json()["id"]
-    job = wait_for_job(api, job_id)
+    with git_server(git_repo.parent, basic("user", "hunter2")) as server:
+        source = f"http://user:hunter2@127.0.0.1:{server.server_address[1]}/{git_repo.name}"
+        path = add(api, "demo", "remote", b"git remote -v\ncat .git/config\ncat hello.txt\n", source=source)
+        job_id = api.patch(path).json()["id"]
+        job = wait_for_job(api, job_id)
     log = api.get(f"/jobs/{job_id}/log").text
-    assert job["result"] == "success", log
-    assert "origin" in log and "hunter2" not in log and "hunter2" not in str(job), log
+    assert job["result"] == "success" and "hello from the repo" in log, log
+    assert "origin\thttp://user:***@127.0.0.1" in log and "hunter2" not in log and "hunter2" not in str(job), log
 
 
 def test_repo_secrets_reach_the_script_masked_in_the_log(api):
@@ -289,9 +288,11 @@ python3 -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys
 def test_the_script_can_read_neither_the_source_password_nor_the_deploy_key(api, git_repo, tmp_path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", tmp_path / "key"], check=True)
     key = (tmp_path / "key").read_text()
-    api.put("/repos/demo", json={"source": f"file://user:hunter2@localhost{git_repo}", "deploy_key": key})
-    api.put("/repos/demo/look", content=LOOK_FOR_CLONE_SECRETS)
-    job = wait_for_job(api, api.patch("/repos/demo/look").json()["id"])
+    with git_server(git_repo.parent, basic("user", "hunter2")) as server:
+        source = f"http://user:hunter2@127.0.0.1:{server.server_address[1]}/{git_repo.name}"
+        api.put("/repos/demo", json={"source": source, "deploy_key": key})
+        api.put("/repos/demo/look", content=LOOK_FOR_CLONE_SECRETS)
+        job = wait_for_job(api, api.patch("/repos/demo/look").json()["id"])
     log = api.get(f"/jobs/{job['id']}/log").text
     assert job["result"] == "success", log
     assert "LEAKED" not in log and "got" not in log and "hunter2" not in log, log
@@ -365,42 +366,28 @@ def test_every_line_of_a_multiline_secret_is_masked(api):
     assert api.get(f"/jobs/{job_id}/log").text == "***\n***\nxy\nshort=ab\n"
 
 
-class AskForAPassword(http.server.BaseHTTPRequestHandler):
-    """A git server that wants Basic auth: it notes what it was given, then keeps the clone waiting a moment."""
-
-    given: list[str] = []
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        if "Authorization" not in self.headers:
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="git"')
-            self.end_headers()
-            return
-        self.given.append(self.headers["Authorization"])
-        time.sleep(1.0)
-        self.send_response(404)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def test_an_https_password_reaches_git_on_no_command_line(api):
+def test_an_https_password_reaches_git_on_no_command_line(api, git_repo):
     """Any user may read a process's command line: the clone's URL goes without its credentials, which git gets
-    from clone.gitconfig's credential helper."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AskForAPassword)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    source = f"http://bob:hunter2@127.0.0.1:{server.server_address[1]}/x.git"
-    api.put("/repos/auth", json={"source": source})
-    job_id = api.patch(add(api, "auth", "build", b"echo never\n", source=source)).json()["id"]
-    seen = set()
-    while api.get(f"/jobs/{job_id}").json()["state"] in ("queued", "running"):
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            with contextlib.suppress(OSError):
-                seen.add(Path(f"/proc/{pid}/cmdline").read_bytes())
-    server.shutdown()
-    assert AskForAPassword.given and set(AskForAPassword.given) == {
-        "Basic " + base64.b64encode(b"bob:hunter2").decode()
-    }
+    from job.sh's credential helper."""
+    with git_server(git_repo.parent, basic("bob", "hunter2"), delay=0.5) as server:
+        source = f"http://bob:hunter2@127.0.0.1:{server.server_address[1]}/{git_repo.name}"
+        job_id = api.patch(add(api, "auth", "build", b"cat hello.txt\n", source=source)).json()["id"]
+        seen = set()
+        while api.get(f"/jobs/{job_id}").json()["state"] in ("queued", "running"):
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                with contextlib.suppress(OSError):
+                    seen.add(Path(f"/proc/{pid}/cmdline").read_bytes())
+    assert api.get(f"/jobs/{job_id}").json()["result"] == "success", api.get(f"/jobs/{job_id}/log").text
+    assert basic("bob", "hunter2") in server.given
     clones = [line for line in seen if b"127.0.0.1" in line and b"git" in line]
-    assert clones and not [line for line in clones if b"hunter2" in line or b"bob" in line], clones
+    assert clones and not [line for line in clones if b"hunter2" in line], clones
+
+
+def test_credentials_go_to_the_sources_server_only(api, git_repo):
+    """A source that redirects to another server (another port: another origin) does not get it the password."""
+    with git_server(git_repo.parent, basic("bob", "hunter2")) as elsewhere, \
+            git_server(git_repo.parent, redirect=elsewhere.url) as source_server:  # fmt: skip
+        source = f"http://bob:hunter2@127.0.0.1:{source_server.server_address[1]}/{git_repo.name}"
+        job = wait_for_job(api, api.patch(add(api, "moved", "build", b"true\n", source=source)).json()["id"])
+    assert job["result"] == "error"
+    assert elsewhere.given and set(elsewhere.given) == {None}, elsewhere.given

@@ -45,8 +45,14 @@ if [ -e "$job/source" ] || [ -e "$job/handoff" ]; then
         agent=$!
         until [ -S "$SSH_AUTH_SOCK" ] || ! kill -0 $agent 2>/dev/null; do sleep 0.01; done
         if received=$(python3 -I -S "$here/receive.py" "$(cat "$job/handoff")"); then
-            eval "$received"  # source, and PIETER_CLONE_USERNAME/PASSWORD for clone.gitconfig's credential helper
-            export PIETER_CLONE_USERNAME PIETER_CLONE_PASSWORD
+            eval "$received"  # source, PIETER_CLONE_USERNAME, _PASSWORD and _SCOPE (receive.py)
+            if [ -n "$PIETER_CLONE_SCOPE" ]; then
+                # The URL's user and password reach git from the environment, never a command line (any user may
+                # read those), and only for the source's server: not for another that a redirect names
+                export PIETER_CLONE_USERNAME PIETER_CLONE_PASSWORD GIT_CONFIG_COUNT=1 \
+                    GIT_CONFIG_KEY_0="credential.$PIETER_CLONE_SCOPE.helper" \
+                    GIT_CONFIG_VALUE_0='!f() { test "$1" = get && printf "username=%s\npassword=%s\n" "$PIETER_CLONE_USERNAME" "$PIETER_CLONE_PASSWORD"; }; f'
+            fi
             fetch 2>&1
             fetched=$?
         fi
@@ -55,7 +61,7 @@ if [ -e "$job/source" ] || [ -e "$job/handoff" ]; then
         rm -rf "$agent_dir"
     fi
     unset GIT_CONFIG_GLOBAL GIT_SSH_COMMAND GIT_TERMINAL_PROMPT SSH_AUTH_SOCK source received \
-        PIETER_CLONE_USERNAME PIETER_CLONE_PASSWORD
+        PIETER_CLONE_USERNAME PIETER_CLONE_PASSWORD PIETER_CLONE_SCOPE GIT_CONFIG_COUNT GIT_CONFIG_KEY_0 GIT_CONFIG_VALUE_0
     if [ $fetched -ne 0 ]; then
         echo "pieter: git clone failed: the job did not run"
         : >.pieter-clone-failed

@@ -2,8 +2,9 @@
 load the key into the ssh-agent job.sh started for the clone, and print, for job.sh to `eval`, shell-quoted:
 
     source=URL                     with an http(s) URL's user and password taken out: command lines are public
-    PIETER_CLONE_USERNAME=USER     what clone.gitconfig's credential helper hands git instead
+    PIETER_CLONE_USERNAME=USER     what job.sh's credential helper hands git instead,
     PIETER_CLONE_PASSWORD=PASSWORD
+    PIETER_CLONE_SCOPE=SCHEME://HOST[:PORT]   for that server only (not for one a redirect names)
 
 It runs inside the job (any python3 on the job's PATH), so it uses the standard library only.
 Usage: python3 receive.py SOCKET
@@ -27,13 +28,14 @@ def receive(path: str) -> dict[str, str]:
     return json.loads(data)
 
 
-def without_credentials(source: str) -> tuple[str, str, str]:
-    """An http(s) URL without its `user:password@`, and the (percent-decoded) user and password it had."""
-    found = re.fullmatch(r"(https?://)([^/@]*)@(.*)", source, flags=re.IGNORECASE | re.DOTALL)
+def without_credentials(source: str) -> tuple[str, str, str, str]:
+    """An http(s) URL without its `user:password@`, the (percent-decoded) user and password it had, and the
+    scheme and host they are for."""
+    found = re.fullmatch(r"(https?://)([^/?#]*)@([^/?#]*)(.*)", source, flags=re.IGNORECASE | re.DOTALL)
     if not found:
-        return source, "", ""
+        return source, "", "", ""
     user, _, password = found[2].partition(":")
-    return found[1] + found[3], unquote(user), unquote(password)
+    return found[1] + found[3] + found[4], unquote(user), unquote(password), found[1] + found[3]
 
 
 def main() -> int:
@@ -47,8 +49,9 @@ def main() -> int:
         if added.returncode != 0:
             print("pieter: the deploy key could not be loaded", file=sys.stderr)
             return 1
-    source, user, password = without_credentials(secrets["source"])
-    for name, value in (("source", source), ("PIETER_CLONE_USERNAME", user), ("PIETER_CLONE_PASSWORD", password)):
+    source, user, password, scope = without_credentials(secrets["source"])
+    for name, value in (("source", source), ("PIETER_CLONE_USERNAME", user), ("PIETER_CLONE_PASSWORD", password),
+                        ("PIETER_CLONE_SCOPE", scope)):  # fmt: skip
         print(f"{name}={shlex.quote(value)}")
     return 0
 
