@@ -314,6 +314,8 @@ async def collect(config: Config, job_id: int, environ: dict[str, str]) -> None:
     store = Store(connect(config.redis), config.log_max_bytes)
     unit, invocation = unit_name(job_id), environ["INVOCATION_ID"]
     files = job_files(config.state_dir, job_id)
+    # A clone that never asked for its secrets: nobody may, once the unit is gone (its dynamic uid is free again)
+    files.handoff.unlink(missing_ok=True)
     outcome = outcome_of(environ.get("SERVICE_RESULT", ""), environ.get("EXIT_CODE", ""),
                          environ.get("EXIT_STATUS", ""), files.workspace)  # fmt: skip
     follower = LogFollower(store, job_id, unit, invocation, secrets_to_mask(files))
