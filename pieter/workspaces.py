@@ -48,9 +48,8 @@ def prepare(state_dir: Path, job: dict[str, Any], make_workspace: bool = True,
             (files.job_dir / "known_hosts").write_text(private["known_hosts"])
     variables = {**job["env"], **private.get("secrets", {})}  # the repo's secrets win over a job's parameters
     # What the log must not show: each line of each secret value (the log is kept in lines) and the source's
-    # password or token, the longest first,
-    # from 3 characters (shorter ones would mask ordinary text). Not handed to the job (see job_inputs), and
-    # readable by the server's user only: a local runner's job user owns the directory, not this file.
+    # password or token, the longest first, from 3 characters (shorter ones would mask ordinary text). Not
+    # handed to the job (see job_inputs), and the server's user's only: a local job's user owns the directory.
     values = [*private.get("secrets", {}).values(), url_secret(job["source"] or "")]  # git may print its URL
     masks = {line.strip() for value in values for line in value.splitlines()}
     with open(os.open(files.job_dir / MASKS, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
