@@ -12,7 +12,7 @@ APT_PACKAGES := redis-server git httpie python3-venv python3-redis python3-syste
 	python3-typing-extensions python3-hiredis systemd-container openssh-server
 export PATH := /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$(PATH)
 
-.PHONY: run test deps venv lint clean
+.PHONY: run test deps venv lint typecheck clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -46,7 +46,11 @@ lint: venv
 	$(VENV)/bin/ruff check pieter tests
 	$(VENV)/bin/ruff format --check pieter tests
 
-test: venv
+# The files and settings are in pyproject.toml's [tool.mypy].
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: venv typecheck
 	$(VENV)/bin/ruff check pieter tests
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 

@@ -25,15 +25,21 @@ def wrk(url: str, seconds: float, script: Path | None = None) -> dict[str, float
         argv[-1:-1] = ["-s", str(script)]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
 
+    def found(pattern: str) -> tuple[str, ...]:
+        """The groups of the line of wrk's output that pattern matches; an error naming it if none does."""
+        if (match := re.search(pattern, out, re.M)) is None:
+            raise ValueError(f"wrk printed no line matching {pattern!r}:\n{out}")
+        return match.groups()
+
     def latency(pct: str) -> float:
-        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()  # type: ignore[union-attr]
+        value, unit = found(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)$")
         return float(value) * UNITS[unit]
 
     return {
-        "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "rate": float(found(r"Requests/sec:\s+([\d.]+)")[0]),
         "p50": latency("50"),
         "p99": latency("99"),
-        "requests": int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+        "requests": int(found(r"(\d+) requests in")[0]),
         "errors": int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0,
     }
 

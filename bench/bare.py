@@ -8,7 +8,7 @@ import os
 import socket
 
 import redis.asyncio as aioredis
-from sanic import Request, Sanic
+from sanic import DefaultSanic, Request, Sanic
 from sanic.response import HTTPResponse, json
 
 app = Sanic("bare", configure_logging=False)
@@ -16,7 +16,7 @@ app.config.update({"ACCESS_LOG": False, "MOTD": False, "KEEP_ALIVE_TIMEOUT": 75}
 
 
 @app.before_server_start
-async def connect(app: Sanic) -> None:
+async def connect(app: DefaultSanic) -> None:
     app.ctx.redis = aioredis.Redis.from_url(
         os.environ["BENCH_REDIS_URL"], socket_connect_timeout=2, socket_timeout=10, health_check_interval=10
     )

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 import httpx
 import redis
@@ -24,10 +25,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.conftest import PieterServer, RedisServer, free_port  # noqa: E402
-from tests.sandbox import unavailable_reason  # noqa: E402
-from tests.systemd_pieter import RUN, SystemdPieter  # noqa: E402, F401 (RUN: for the benchmarks)
+from tests.sandbox import unavailable_reason as unavailable_reason  # noqa: E402 (also for bench/run.py)
+from tests.systemd_pieter import RUN as RUN, SystemdPieter  # noqa: E402 (RUN: for the benchmarks)
 
-from pieter.store import PREFIX  # noqa: E402
+from pieter.store import PREFIX as PREFIX  # noqa: E402 (also for the benchmarks)
+
+# The benchmarks' Redis client; quoted, as Debian's redis 4.3 is not generic at run time (its stubs are).
+Db: TypeAlias = "redis.Redis[bytes]"
 
 # A job's first instruction: bash prints the wall clock without forking (`date` would add a fork/exec).
 STAMP_SCRIPT = b'#!/bin/bash\necho "T $EPOCHREALTIME"\n'
@@ -108,7 +112,7 @@ def wait_until(check: Callable[[], object], timeout: float, what: str, poll: flo
     return result
 
 
-def job_ended(db: redis.Redis, job_id: int) -> bool:
+def job_ended(db: Db, job_id: int) -> bool:
     return db.hget(f"{PREFIX}job:{job_id}", "state") not in (b"queued", b"running", None)
 
 
@@ -163,7 +167,7 @@ class Context:
     @contextlib.contextmanager
     def servers(
         self, name: str, before: Callable[[str], None] | None = None, **settings: str
-    ) -> Iterator[tuple[redis.Redis, PieterServer, BareServer]]:
+    ) -> Iterator[tuple[Db, PieterServer, BareServer]]:
         """A fresh Redis with a Pieter server (local runner) and the bare baseline server on it; `before(url)`
         runs once Redis is up, before the servers start."""
         directory = self.workdir / name

@@ -8,6 +8,9 @@ the same way; the two alternate.
 """
 
 import time
+from collections.abc import Callable
+
+import httpx
 
 from bench.common import ROOT, RUN, Context, Figure, cpu_seconds, memory_mb
 
@@ -56,7 +59,10 @@ def cold_start(ctx: Context) -> list[Figure]:
     sandbox.sh("systemctl daemon-reload && systemctl start bench-bare.socket")
     with sandbox.client() as api:
         api.put("/repos/bench", json={})
-    clients = {"pieter": sandbox.client, "bare": lambda: _client(ctx, "bare.sock")}
+    clients: dict[str, Callable[[], httpx.Client]] = {
+        "pieter": sandbox.client,
+        "bare": lambda: _client(ctx, "bare.sock"),
+    }
     services = {"pieter": "pieter-test.service", "bare": "bench-bare.service"}
     times: dict[str, list[float]] = {name: [] for name in clients}
     for _ in range(ctx.n(10, 3)):
@@ -72,9 +78,7 @@ def cold_start(ctx: Context) -> list[Figure]:
     ]  # fmt: skip
 
 
-def _client(ctx: Context, name: str):  # type: ignore[no-untyped-def]
-    import httpx
-
+def _client(ctx: Context, name: str) -> httpx.Client:
     sandbox = ctx.sandbox()
     assert sandbox is not None
     transport = httpx.HTTPTransport(uds=str(sandbox.sandbox.path(f"{RUN}/{name}")))

@@ -19,7 +19,9 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import httpx
 import redis
@@ -29,7 +31,7 @@ from pieter import workspaces
 from pieter.config import load
 from pieter.handoff import Handoff
 from pieter.models import Result
-from pieter.runners.base import Outcome
+from pieter.runners.base import JobFiles, Outcome
 from pieter.runners.systemd import SystemdRunner, unit_name
 from pieter.store import PREFIX
 
@@ -47,7 +49,7 @@ class Direct(SystemdRunner):
 
 
 class JournaldOnly(Direct):
-    def properties(self, job, files):  # type: ignore[no-untyped-def]
+    def properties(self, job: dict[str, Any], files: JobFiles) -> list[str]:
         return [p for p in super().properties(job, files) if not p.startswith("ExecStopPost=")]
 
 
@@ -63,7 +65,7 @@ def unit_gone(unit: str) -> bool:
     return out.stdout.strip() in ("inactive", "failed", "")
 
 
-def wait(check, timeout: float = 60, poll: float = 0.01) -> None:  # type: ignore[no-untyped-def]
+def wait(check: Callable[[], object], timeout: float = 60, poll: float = 0.01) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -106,8 +108,8 @@ class Bench:
     def baseline_unit(self, runner: Direct, source: str = "", script: bytes = STAMP_SCRIPT) -> tuple[float, str]:
         """systemd-run → the script's first instruction, for one unit with a job's properties."""
         self.next_baseline += 1
-        job = {"id": self.next_baseline, "repo": "bench", "scenario": "baseline", "settings": {}, "env": {},
-               "source": source, "script": script}  # fmt: skip
+        job: dict[str, Any] = {"id": self.next_baseline, "repo": "bench", "scenario": "baseline", "settings": {},
+                               "env": {}, "source": source, "script": script}  # fmt: skip
         files = workspaces.prepare(self.config.state_dir, job, runner.make_workspace)
         handoff = Handoff(files.handoff, workspaces.clone_secrets(job, {}), partial(runner.owns, job["id"]))
 
@@ -143,7 +145,7 @@ class Bench:
                     results["unit" + suffix].append(first_stamp(unit_lines(unit)) - t0)
         return results
 
-    def journald(self, lines: int) -> dict[str, float]:
+    def journald(self, lines: int) -> dict[str, Any]:
         script = f"#!/bin/sh\nseq -f '%080.0f' 1 {lines}\n".encode()
         last = b"%080d" % lines
         t0, unit = self.baseline_unit(JournaldOnly(self.config, None), script=script)  # type: ignore[arg-type]

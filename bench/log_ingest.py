@@ -12,18 +12,18 @@ the journal (in_sandbox.py journald).
 import json
 import subprocess
 import time
+from typing import Any
 
 import httpx
-import redis
 
-from bench.common import PREFIX, Context, Figure, memory_mb, wait_until
+from bench.common import PREFIX, Context, Db, Figure, memory_mb, wait_until
 
 LINES = 1_000_000
 SEQ = f"seq -f '%080.0f' 1 {LINES}"
 SCRIPT = f"#!/bin/sh\n{SEQ}\n".encode()
 
 
-def ingest(api: httpx.Client, db: redis.Redis, timeout: float) -> dict:
+def ingest(api: httpx.Client, db: Db, timeout: float) -> dict[str, Any]:
     """PATCH the flood job; seconds until all its lines are in Redis, then the lines found intact."""
     api.put("/repos/bench", json={})
     api.put("/repos/bench/flood", content=SCRIPT)
@@ -50,7 +50,7 @@ def ingest(api: httpx.Client, db: redis.Redis, timeout: float) -> dict:
             "result": result.decode() if result else None}  # fmt: skip
 
 
-def described(found: dict) -> str:
+def described(found: dict[str, Any]) -> str:
     others = found["others"]
     shown = "; other lines: " + ", ".join(f"`{line}`" for line in others[:3]) if others else ""
     return (f"the job's result: {found['result']}; {found['found']} lines in Redis, {found['lost']} of the "

@@ -14,15 +14,14 @@ import time
 from pathlib import Path
 
 import httpx
-import redis
 
-from bench.common import PREFIX, STAMP_SCRIPT, Context, Figure, job_ended, ms, stamp, wait_until
+from bench.common import PREFIX, STAMP_SCRIPT, Context, Db, Figure, job_ended, ms, stamp, wait_until
 from pieter.workspaces import CLONE_CONFIG
 
 WARMUP = 2
 
 
-def pieter_job(api: httpx.Client, db: redis.Redis, path: str) -> float:
+def pieter_job(api: httpx.Client, db: Db, path: str) -> float:
     t0 = time.time()
     job_id = api.patch(path).json()["id"]
     wait_until(lambda: job_ended(db, job_id), 30, f"job {job_id}", poll=0.002)

@@ -16,6 +16,7 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from bench.common import PREFIX, Context, Figure, ms, wait_until
 from pieter.store import QUEUE, Store, connect
@@ -57,7 +58,7 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
-def read_stamps(out: Path, n: int) -> dict:
+def read_stamps(out: Path, n: int) -> dict[str, Any]:
     """jobs/s from the first start to the last end; how many of the n jobs ran exactly once."""
     runs: dict[str, list[tuple[float, float]]] = {}
     for line in out.read_text().splitlines():
@@ -69,7 +70,7 @@ def read_stamps(out: Path, n: int) -> dict:
     return {"rate": n / (last - first), "once": once, "most": most_at_once(intervals)}
 
 
-def pieter_pass(ctx: Context, name: str, n: int, limit: int, **settings: str) -> dict:
+def pieter_pass(ctx: Context, name: str, n: int, limit: int, **settings: str) -> dict[str, Any]:
     out = stamps_file(ctx, name)
     with ctx.servers(name, before=lambda url: queue(url, script(out), n), PIETER_MAX_JOBS=str(limit),
                      **settings) as (db, _, _):  # fmt: skip
@@ -83,7 +84,7 @@ def pieter_pass(ctx: Context, name: str, n: int, limit: int, **settings: str) ->
             "per_job": [f - s for s, f in server], "most_server": most_at_once(server)}  # fmt: skip
 
 
-def baseline(ctx: Context, n: int, limit: int) -> dict:
+def baseline(ctx: Context, n: int, limit: int) -> dict[str, Any]:
     out = stamps_file(ctx, "baseline")
     path = ctx.workdir / "trivial.sh"
     path.write_bytes(script(out))

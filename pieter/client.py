@@ -18,6 +18,8 @@ from pieter.models import ENDED
 EXIT_FOR_RESULT = {"timeout": 124, "error": 125, "cancelled": 130, "lost": 131, "oom-kill": 137}
 # How a connection fails, before or during an answer: URLError is an OSError; a dropped answer may be either.
 CONNECTION_ERRORS = (OSError, http.client.HTTPException)
+# `pieter jobs`'s columns, named on a terminal.
+JOBS_HEADER = ("ID", "REPO/SCENARIO", "STATE", "RESULT", "RC", "SECONDS")
 
 
 class ClientError(Exception):
@@ -48,9 +50,12 @@ class Client:
             req.add_header("Authorization", f"Bearer {self.token}")
         return req
 
-    def open(self, method: str, path: str, body: Any = None, timeout: float = 30):  # type: ignore[no-untyped-def]
+    def open(self, method: str, path: str, body: Any = None, timeout: float = 30) -> http.client.HTTPResponse:
         try:
-            return urllib.request.urlopen(self.request(method, path, body), timeout=timeout)
+            response: http.client.HTTPResponse = urllib.request.urlopen(  # what an http(s) URL opens to
+                self.request(method, path, body), timeout=timeout
+            )
+            return response
         except urllib.error.HTTPError as e:
             try:
                 message = json.loads(e.read())["error"]
@@ -105,7 +110,7 @@ def follow(client: Client, job_id: int) -> dict[str, Any]:
         sys.stdout.buffer.write(line)
         sys.stdout.buffer.flush()
     try:
-        job = client.json("GET", url_path("jobs", job_id))
+        job: dict[str, Any] = client.json("GET", url_path("jobs", job_id))
     except ClientError as e:
         raise ClientError(f"the log stream ended, and whether job {job_id} did is unknown: {e}") from None
     if job["state"] not in ENDED:
@@ -142,12 +147,13 @@ def log(client: Client, job_id: int, following: bool) -> int:
 def jobs(client: Client, repo: str | None, state: str | None, limit: int) -> int:
     query = urllib.parse.urlencode({k: v for k, v in (("repo", repo), ("state", state), ("limit", limit)) if v})
     listed = client.json("GET", f"/jobs?{query}")["jobs"]
-    names = [f"{job['repo']}/{job['scenario']}" for job in listed]
-    width = max(map(len, names), default=0)
-    for job, name in zip(listed, names):
-        rc = "" if job["rc"] is None else job["rc"]
-        print(f"{job['id']:>6}  {name:<{width}}  {job['state']:<9} {job['result'] or '':<9} {rc:>4}  "
-              f"{job['duration'] or '':>8}")  # fmt: skip
+    rows = [(job["id"], f"{job['repo']}/{job['scenario']}", job["state"], job["result"] or "",
+             "" if job["rc"] is None else job["rc"], job["duration"] or "") for job in listed]  # fmt: skip
+    if sys.stdout.isatty():  # for a reader; a script reading the rows has no line to skip
+        rows.insert(0, JOBS_HEADER)
+    width = max((len(row[1]) for row in rows), default=0)
+    for number, name, job_state, result, rc, duration in rows:
+        print(f"{number:>6}  {name:<{width}}  {job_state:<9} {result:<9} {rc:>4}  {duration:>8}")
     return 0
 
 

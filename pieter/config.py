@@ -9,6 +9,7 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 DEFAULT_CONFIG_FILE = "/etc/pieter-ci/pieter.conf"
 RUNNERS = ("auto", "local", "systemd")
@@ -52,7 +53,7 @@ class Config:
         return self.redis_url or f"redis://{self.db_host}:{self.db_port}/0"
 
 
-def _convert(field: dataclasses.Field, key: str, raw: str) -> object:
+def _convert(field: dataclasses.Field[object], key: str, raw: str) -> object:
     kind = field.type
     if kind is int:
         try:
@@ -98,7 +99,7 @@ def load(environ: Mapping[str, str] = os.environ) -> Config:
     except PermissionError:  # root's file (it may hold a token): a user's client commands go by the environment
         merged = {}
     merged.update({k: v for k, v in environ.items() if k.startswith("PIETER_")})
-    values = {}
+    values: dict[str, Any] = {}  # each field's own type, as _convert made it
     for field in dataclasses.fields(Config):
         key = env_key(field.name)
         if merged.get(key, "") != "":

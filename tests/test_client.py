@@ -19,6 +19,23 @@ def pieter(server, *args: str, timeout: float = 60, **settings: str) -> subproce
                           timeout=timeout)  # fmt: skip
 
 
+def on_a_terminal(server, *args: str) -> str:
+    """What `pieter ARGS` shows with its stdout on a terminal (a pty), as its user reads it."""
+    env = {**server.env, "PIETER_URL": server.url}
+    terminal, tty = pty.openpty()
+    client = subprocess.Popen([sys.executable, "-m", "pieter", *args], env=env, stdout=tty)
+    os.close(tty)
+    shown = b""
+    try:
+        while chunk := os.read(terminal, 1024):
+            shown += chunk
+    except OSError:  # EIO: the client has exited, the terminal's other end is closed
+        pass
+    os.close(terminal)
+    assert client.wait(30) == 0
+    return shown.decode().replace("\r\n", "\n")
+
+
 def following(server, *args: str) -> subprocess.Popen[str]:
     """A client left running, as on a terminal: SIGINT raises KeyboardInterrupt in it even when the tests
     themselves run with SIGINT ignored (in the background), which a child would inherit."""
@@ -168,7 +185,7 @@ def test_a_server_gone_while_followed_is_an_error_not_a_success(start_server):
         assert "Traceback" not in err
 
 
-def test_jobs_lines_up_its_columns_and_refuses_a_limit_below_1(server, api):
+def test_jobs_lines_up_its_columns_under_a_header_on_a_terminal_and_refuses_a_limit_below_1(server, api):
     for repo, scenario in (("a", "b"), ("a-longer-repo", "a-longer-scenario")):
         api.put(f"/repos/{repo}")
         api.put(f"/repos/{repo}/{scenario}", content=b"true\n")
@@ -176,5 +193,9 @@ def test_jobs_lines_up_its_columns_and_refuses_a_limit_below_1(server, api):
     lines = pieter(server, "jobs").stdout.splitlines()
     assert [line.split()[1] for line in lines] == ["a-longer-repo/a-longer-scenario", "a/b"]
     assert len({line.index("success") for line in lines}) == 1, lines
+    header, *rows = on_a_terminal(server, "jobs").splitlines()
+    assert header.split() == ["ID", "REPO/SCENARIO", "STATE", "RESULT", "RC", "SECONDS"] and rows == lines
+    for name, column in zip(re.finditer(r"\S+", header), re.finditer(r"\S+", rows[0])):
+        assert name.start() == column.start() or name.end() == column.end(), (header, rows[0])  # aligned
     refused = pieter(server, "jobs", "--limit", "0")
     assert refused.returncode == 2 and "argument --limit: '0': expected a whole number, 1 or more" in refused.stderr

@@ -5,6 +5,8 @@ import base64
 import json as jsonlib
 import shutil
 import subprocess
+from collections.abc import Callable
+from typing import Any
 
 from sanic import Request
 from sanic.response import HTTPResponse, json, raw
@@ -47,8 +49,9 @@ async def put_repo(request: Request, repo: str) -> HTTPResponse:
     """Create (201) or update (200) a repo: the fields sent change, the others stay."""
     check_name("repo", repo)
     body = json_object(request, {"source", "secret", "secrets", "deploy_key", "known_hosts"})
-    checks = {"source": check_source, "secret": check_hook_secret, "deploy_key": check_deploy_key,
-              "known_hosts": check_known_hosts, "secrets": lambda v: jsonlib.dumps(check_env(v, "secrets"))}  # fmt: skip
+    checks: dict[str, Callable[[object], str]] = {
+        "source": check_source, "secret": check_hook_secret, "deploy_key": check_deploy_key,
+        "known_hosts": check_known_hosts, "secrets": lambda v: jsonlib.dumps(check_env(v, "secrets"))}  # fmt: skip
     fields = {name: check(body[name]) for name, check in checks.items() if body.get(name) is not None}
     if fields.get("deploy_key") and (problem := await asyncio.to_thread(deploy_key_problem, fields["deploy_key"])):
         raise BadRequest(f"deploy_key cannot be used: {problem} (ssh-keygen; a job cannot type a passphrase)")
@@ -62,7 +65,7 @@ async def delete_repo(request: Request, repo: str) -> HTTPResponse:
     return json({"deleted": repo, "cancelled_jobs": cancelled})
 
 
-def scenario_body(scenario: dict) -> dict:
+def scenario_body(scenario: dict[str, Any]) -> dict[str, Any]:
     """The original's wire form: the script in `data`, as text, or base64 when it is not UTF-8."""
     script = scenario.pop("script")
     try:

@@ -3,7 +3,7 @@
 import asyncio
 import time
 
-from sanic import Request, Sanic
+from sanic import DefaultSanic, Request
 from sanic.response import HTTPResponse, json
 
 from pieter import __version__, workspaces
@@ -31,7 +31,7 @@ async def info(request: Request) -> HTTPResponse:
     return json(body)
 
 
-async def disk_used(app: Sanic) -> dict[str, int]:
+async def disk_used(app: DefaultSanic) -> dict[str, int]:
     """Bytes used by workspaces and artifacts, measured at most once a minute (a walk of the state dir)."""
     measured_at, usage = getattr(app.ctx, "disk_used", (float("-inf"), {}))
     if time.monotonic() - measured_at > DISK_EVERY:
