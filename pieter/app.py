@@ -9,7 +9,7 @@ from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
 
-from pieter import api, tokens
+from pieter import api, peers, tokens
 from pieter.config import Config
 from pieter.dispatcher import Dispatcher
 from pieter.errors import PieterError
@@ -34,7 +34,7 @@ def render_error(request: Request, exception: Exception) -> HTTPResponse:
 def create_app(config: Config, idle_exit: bool = False, local_only: bool = True) -> Sanic:
     """The API with its dispatcher. `idle_exit`: stop after `config.idle_exit` idle seconds (under socket
     activation systemd starts the server again on the next connection). `local_only`: it listens only on
-    loopback or a unix socket, where tokens are optional (see tokens.py)."""
+    loopback or a unix socket, where tokens are optional except for jobs (see tokens.py)."""
     app = Sanic("pieter", configure_logging=False)
     app.config.update(
         {
@@ -55,15 +55,17 @@ def create_app(config: Config, idle_exit: bool = False, local_only: bool = True)
     api.add_routes(app)
 
     token_required = bool(config.require_token) or not local_only
+    job_uid = tokens.job_user_uid(config.job_user)
 
     @app.on_request
     async def authenticate(request: Request) -> None:
         app.ctx.last_active = time.monotonic()
-        if request.path.startswith("/hooks/"):
+        if request.path.startswith(("/hooks/", "/webhooks/")):
             return  # a forge's webhook is authenticated by its signature, against the repo's secret (api/hooks.py)
         authorization = request.headers.get("authorization")
-        if authorization is not None or token_required:
-            tokens.check(authorization, await app.ctx.store.token_digests(), token_required)
+        reason = tokens.REQUIRED if token_required else tokens.reason_on_loopback(peer_uid(request), job_uid)
+        if authorization is not None or reason:
+            tokens.check(authorization, await app.ctx.store.token_digests(), reason)
 
     @app.before_server_start
     async def start_dispatcher(app: Sanic) -> None:
@@ -78,6 +80,18 @@ def create_app(config: Config, idle_exit: bool = False, local_only: bool = True)
         await app.ctx.store.redis.close()
 
     return app
+
+
+def peer_uid(request: Request) -> int | None:
+    """The uid of the process that sent the request (peers.py), looked up once per connection."""
+    connection = request.conn_info.ctx
+    if not hasattr(connection, "peer_uid"):
+        try:
+            connection.peer_uid = peers.peer_uid(request.transport.get_extra_info("socket"))
+        except OSError as e:  # the unit forbids netlink sockets, say: no request goes without a token
+            log.warning("cannot tell who sent a request, so it needs a token: %s", e)
+            connection.peer_uid = None
+    return connection.peer_uid
 
 
 async def exit_when_idle(app: Sanic, idle_seconds: int) -> None:

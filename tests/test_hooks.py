@@ -1,7 +1,7 @@
-"""Forge webhooks, POST /hooks/{repo}/{scenario}, through a real server and a real Redis: each forge's signed
-push queues a job that checks out exactly the pushed commit with the push in its environment; anything unsigned,
-wrongly signed or sent to a repo without a secret gets 401 and leaves Redis as it was. Payloads: tests/payloads/
-(the forges' samples, and payloads built from their current formats; see its README)."""
+"""Forge webhooks, POST /hooks/{repo}/{scenario} (or the original's /webhooks/...), through a real server and a
+real Redis: each forge's signed push queues a job that checks out exactly the pushed commit with the push in its
+environment; anything unsigned, wrongly signed or sent to a repo without a secret gets 401 and leaves Redis as it
+was. Payloads: tests/payloads/ (the forges' samples, and payloads built from their current formats; see its README)."""
 
 import hashlib
 import hmac
@@ -64,12 +64,12 @@ def forge_headers(forge: str, body: bytes, secret: str = SECRET, event: str | No
 
 
 def post(api: httpx.Client, forge: str, body: bytes | dict, repo: str = "demo", scenario: str = "build.sh",
-         **kwargs) -> httpx.Response:  # fmt: skip
+         hooks: str = "/hooks", **kwargs) -> httpx.Response:  # fmt: skip
     """A signed delivery; `headers=` replaces the forge's."""
     if isinstance(body, dict):
         body = json.dumps(body).encode()
     headers = kwargs.pop("headers", None) or forge_headers(forge, body, **kwargs)
-    return api.post(f"/hooks/{repo}/{scenario}", content=body,
+    return api.post(f"{hooks}/{repo}/{scenario}", content=body,
                     headers={"Content-Type": "application/json", **headers})  # fmt: skip
 
 
@@ -379,6 +379,23 @@ def test_no_bearer_token_needed_where_tokens_are_required(start_server, db):
         assert anonymous.get(response.headers["location"]).status_code == 401  # the rest of the API still is closed
         assert post(anonymous, "github", body, headers={"X-GitHub-Event": "push"}).status_code == 401
         assert post(anonymous, "github", (PAYLOADS / "github-ping.json").read_bytes(), event="ping").status_code == 200
+
+
+def test_the_original_webhooks_path(start_server, db, git_repo, two_commits):
+    """The original Pieter's POST /webhooks/{repo}/{scenario}: the same hook, with no bearer token either."""
+    first, _ = two_commits
+    server = start_server(PIETER_REQUIRE_TOKEN="1")
+    token = "pieter_test-token-for-the-hooks"
+    db.hset("pieter:tokens", "tester", hashlib.sha256(token.encode()).hexdigest())
+    with server.client() as api:
+        api.headers["Authorization"] = f"Bearer {token}"
+        setup(api, source=str(git_repo))
+        with server.client() as anonymous:
+            response = post(anonymous, "github", pinned("github-push-main.json", first), hooks="/webhooks")
+        assert response.status_code == 201, response.text
+        assert response.json()["commit"] == first
+        assert wait_for_job(api, response.json()["id"])["result"] == "success"
+        assert f"head={first}\n" in api.get(f"/jobs/{response.json()['id']}/log").text
 
 
 def test_recognising_the_forge_from_its_headers():

@@ -18,6 +18,7 @@ def add_routes(app: Sanic) -> None:
     app.add_route(jobs.queue_job, "/repos/<repo>/<scenario>", methods=["PATCH"])
     app.add_route(repos.get_script, "/repos/<repo>/<scenario>/script", methods=["GET"])
     app.add_route(hooks.hook, "/hooks/<repo>/<scenario>", methods=["POST"])
+    app.add_route(hooks.hook, "/webhooks/<repo>/<scenario>", methods=["POST"], name="webhook")  # the original's path
     app.add_route(schedules.put_schedule, "/repos/<repo>/<scenario>/schedule", methods=["PUT"])
     app.add_route(schedules.get_schedule, "/repos/<repo>/<scenario>/schedule", methods=["GET"])
     app.add_route(schedules.delete_schedule, "/repos/<repo>/<scenario>/schedule", methods=["DELETE"])
