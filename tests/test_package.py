@@ -5,11 +5,13 @@
 - in a booted systemd (`SystemdSandbox`, whose root is an overlay of the host's `/`): `apt install pieter-ci` from
   `dist/apt`; the socket is listening and the service starts on the first request; the original README's httpie
   walkthrough (a git source under /srv: jobs cannot see /tmp or /root); the job's output in the journal; Redis
-  out of the jobs' reach; an upgrade while a job runs keeps the job; the service exits when idle and the next
-  request is still answered; `apt purge` leaves nothing behind;
+  out of the jobs' reach, and no Redis but Pieter's own (the package needs redis-tools, not redis-server, whose
+  default instance would listen on 127.0.0.1:6379); an upgrade while a job runs keeps the job (and Redis); the
+  service exits when idle and the next request is still answered; `apt purge` leaves nothing behind;
 - in a bare `debootstrap --variant=minbase bookworm` root (cached in /var/cache/pieter-ci-test, packages from the
   host's Debian mirror), because the sandbox has every host package and so proves nothing about Depends:
-  `apt install pieter-ci` resolves and installs, and `pieter --version` and `import pieter.app` work there.
+  `apt install pieter-ci` resolves and installs without redis-server, the Redis server its unit runs is there
+  (redis-tools' redis-check-rdb, started as redis-server), and `pieter --version` and `import pieter.app` work.
 
 Skipped only where no sandbox can be booted, and never in CI.
 """
@@ -86,6 +88,10 @@ in_root pieter --version
 in_root python3 -c 'import pieter.app, sanic; print("sanic", sanic.__version__, "from", sanic.__file__)'
 in_root test -f /etc/pieter-ci/pieter.conf
 in_root systemctl is-enabled pieter-ci.socket
+in_root systemctl is-enabled pieter-ci-redis.service
+echo "redis-server: $(in_root dpkg-query -W -f '${Status}' redis-server 2>/dev/null || echo not installed)"
+in_root bash -c 'exec -a redis-server /usr/bin/redis-check-rdb --version'
+in_root id -un redis
 """
 
 
@@ -131,6 +137,9 @@ def sb(package: Path, bare_install: subprocess.Popen[str]) -> Iterator[SystemdSa
         # Only this source: the sandbox has no network, and the host's lists are there already.
         sandbox.run("apt-get", "update", "-q", "-o", "Dir::Etc::SourceList=/etc/apt/sources.list.d/pieter-ci.list",
                     "-o", "Dir::Etc::SourceParts=-", "-o", "APT::Get::List-Cleanup=0")  # fmt: skip
+        # The host image has redis-server (the test suite's own Redis servers run its binary), and with it Debian's
+        # default instance, enabled: gone here, as on a host that never had it. (redis-tools stays, as it would.)
+        sandbox.run("dpkg", "--purge", "redis-server", env={"DEBIAN_FRONTEND": "noninteractive"})
         dropin = sandbox.path("/etc/systemd/system/pieter-ci.service.d/test.conf")
         dropin.parent.mkdir(parents=True)
         dropin.write_text(f"[Service]\nEnvironment=PIETER_IDLE_EXIT={IDLE_EXIT}\n")
@@ -181,17 +190,35 @@ def job_done(sb: SystemdSandbox, job_id: int) -> dict | None:
 
 
 def test_units_verify_and_socket_activation(sb: SystemdSandbox) -> None:
-    units = ["pieter-ci.socket", "pieter-ci.service", "pieter-jobs.slice"]
+    units = ["pieter-ci.socket", "pieter-ci.service", "pieter-jobs.slice", "pieter-ci-redis.service"]
     verify = sb.run("systemd-analyze", "verify", *(f"/lib/systemd/system/{u}" for u in units), check=False)
     assert verify.returncode == 0 and not verify.stderr.strip() and not verify.stdout.strip(), verify
     assert sb.run("systemctl", "is-enabled", "pieter-ci.socket").stdout.strip() == "enabled"
+    # enabled into the server (WantedBy=pieter-ci.service), not at boot
+    assert sb.run("systemctl", "is-enabled", "pieter-ci-redis.service").stdout.strip() == "enabled"
     assert unit_state(sb, "pieter-ci.socket") == "active"
     assert unit_state(sb, "pieter-ci.service") == "inactive"  # nothing asked yet
+    assert unit_state(sb, "pieter-ci-redis.service") == "inactive"  # it starts with the server
     status, info = http(sb, "GET", f"{API}/")
     assert status == 200 and isinstance(info, dict), info
     assert info["runner"] == "systemd", info
     assert unit_state(sb, "pieter-ci.service") == "active"
-    assert unit_state(sb, "redis-server@pieter-ci.service") == "active"
+    assert unit_state(sb, "pieter-ci-redis.service") == "active"
+
+
+def test_no_redis_but_pieters_own(sb: SystemdSandbox) -> None:
+    """apt did not bring redis-server (nor its default instance, open on 127.0.0.1:6379) back: the only Redis
+    is Pieter's, on its unix socket."""
+    status = sb.run("dpkg-query", "-W", "-f", "${Status}", "redis-server", check=False).stdout
+    assert "ok installed" not in status, f"apt install pieter-ci installed redis-server: {status}"
+    assert unit_state(sb, "redis-server.service") != "active"
+    # (Pieter's Redis has a network namespace of its own, PrivateNetwork=: its unix socket, reached through the file
+    # system from anywhere, is not among this namespace's listeners; no TCP one anywhere, it has no network)
+    listening = sb.run("ss", "-Hltuxp").stdout
+    assert ":6379" not in listening and "redis" not in listening, listening
+    procs = sb.run("pgrep", "-a", "redis").stdout.splitlines()
+    assert len(procs) == 1 and "/run/redis-pieter-ci/redis-server.sock" in procs[0], procs
+    assert sb.run("redis-cli", "-s", "/run/redis-pieter-ci/redis-server.sock", "ping").stdout.strip() == "PONG"
 
 
 def test_original_walkthrough(sb: SystemdSandbox) -> None:
@@ -228,6 +255,11 @@ def test_redis_is_private_and_persistent(sb: SystemdSandbox) -> None:
     assert sb.run("redis-cli", "-s", sock, "config", "get", "appendonly").stdout.split() == ["appendonly", "yes"]
     assert sb.run("redis-cli", "-s", sock, "config", "get", "port").stdout.split() == ["port", "0"]
     assert sb.path("/var/lib/redis/pieter-ci/appendonlydir").is_dir()
+    # root's only: the socket (and its directory) are redis's, mode 0700; root gets past with CAP_DAC_OVERRIDE
+    assert sb.run("stat", "-c", "%a %U %F", sock).stdout.strip() == "700 redis socket"
+    assert sb.run("stat", "-c", "%a %U", "/run/redis-pieter-ci").stdout.strip() == "700 redis"
+    other = sb.run("runuser", "-u", "nobody", "--", "redis-cli", "-s", sock, "ping", check=False)
+    assert "PONG" not in other.stdout and "denied" in (other.stdout + other.stderr).lower(), other
     # root's `pieter token` finds this Redis through /etc/pieter-ci/pieter.conf
     sb.run("pieter", "token", "add", "package-test")
     assert "package-test" in sb.run("pieter", "token", "list").stdout
@@ -246,8 +278,11 @@ def test_upgrade_keeps_running_jobs(sb: SystemdSandbox) -> None:
     job_id, unit = job["id"], f"pieter-job-{job['id']}.service"
     wait_for(lambda: unit_state(sb, unit) == "active", "the job's unit to run")
     server_pid = sb.run("systemctl", "show", "-p", "MainPID", "--value", "pieter-ci.service").stdout.strip()
+    redis_pid = sb.run("systemctl", "show", "-p", "MainPID", "--value", "pieter-ci-redis.service").stdout.strip()
     sb.run("dpkg", "-i", f"/srv/pieter-apt/{DEB.name}", env={"DEBIAN_FRONTEND": "noninteractive"})  # an upgrade
     assert unit_state(sb, unit) == "active", "the upgrade stopped the job"
+    after = sb.run("systemctl", "show", "-p", "MainPID", "--value", "pieter-ci-redis.service").stdout.strip()
+    assert after == redis_pid != "0", "the upgrade restarted Redis"
     new_pid = sb.run("systemctl", "show", "-p", "MainPID", "--value", "pieter-ci.service").stdout.strip()
     if server_pid != "0":  # (it may have exited already: idle, PIETER_IDLE_EXIT is short here)
         assert new_pid != server_pid, "the server was not restarted after the upgrade"
@@ -291,7 +326,8 @@ def test_purge_leaves_nothing(sb: SystemdSandbox) -> None:
     files = sb.run("systemctl", "list-unit-files", "--no-legend", "pieter*", check=False).stdout
     assert files.strip() == "", files
     for path in ("/var/lib/pieter-ci", "/var/lib/private/pieter-ci", "/var/lib/redis/pieter-ci", "/etc/pieter-ci",
-                 "/etc/redis/redis-pieter-ci.conf", "/usr/lib/pieter-ci", "/usr/bin/pieter"):  # fmt: skip
+                 "/etc/redis/redis-pieter-ci.conf", "/usr/lib/pieter-ci", "/usr/bin/pieter", "/run/redis-pieter-ci",
+                 "/etc/systemd/system/pieter-ci.service.wants"):  # fmt: skip
         assert not sb.path(path).exists(), f"{path} is left after the purge"
     procs = sb.run("ps", "-eo", "pid,args", "--no-headers").stdout
     leftovers = [line for line in procs.splitlines() if "pieter" in line or "redis-pieter-ci" in line]
@@ -310,3 +346,5 @@ def test_depends_on_bare_bookworm(bare_install: subprocess.Popen[str]) -> None:
     assert bare_install.returncode == 0, f"installing pieter-ci in a bare bookworm root failed:\n{out}"
     assert f"pieter-ci {pieter.__version__} install ok installed" in out, out
     assert f"pieter {pieter.__version__}" in out and "sanic 25.12.1 from /usr/lib/pieter-ci/" in out, out
+    assert "redis-server: not installed" in out or "redis-server: unknown" in out, out
+    assert "Redis server v=7." in out, out  # redis-tools' binary, run as the server
