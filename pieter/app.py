@@ -5,7 +5,7 @@ import logging
 import time
 
 import redis.exceptions
-from sanic import Request, Sanic
+from sanic import DefaultSanic, Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
 
@@ -31,7 +31,7 @@ def render_error(request: Request, exception: Exception) -> HTTPResponse:
     return json({"error": "internal error; the server log has the details"}, status=500)
 
 
-def create_app(config: Config, idle_exit: bool = False, local_only: bool = True) -> Sanic:
+def create_app(config: Config, idle_exit: bool = False, local_only: bool = True) -> DefaultSanic:
     """The API with its dispatcher. `idle_exit`: stop after `config.idle_exit` idle seconds (under socket
     activation systemd starts the server again on the next connection). `local_only`: it listens only on
     loopback or a unix socket, where tokens are optional except for jobs (see tokens.py)."""
@@ -68,14 +68,14 @@ def create_app(config: Config, idle_exit: bool = False, local_only: bool = True)
             tokens.check(authorization, await app.ctx.store.token_digests(), reason)
 
     @app.before_server_start
-    async def start_dispatcher(app: Sanic) -> None:
+    async def start_dispatcher(app: DefaultSanic) -> None:
         app.ctx.dispatcher = Dispatcher(app.ctx.store, app.ctx.runner, config)
         app.ctx.dispatcher.start()
         if idle_exit and config.idle_exit:
             app.add_task(exit_when_idle(app, config.idle_exit), name="idle-exit")
 
     @app.after_server_stop
-    async def close_store(app: Sanic) -> None:
+    async def close_store(app: DefaultSanic) -> None:
         await app.ctx.dispatcher.stop()
         await app.ctx.store.redis.close()
 
@@ -84,6 +84,7 @@ def create_app(config: Config, idle_exit: bool = False, local_only: bool = True)
 
 def peer_uid(request: Request) -> int | None:
     """The uid of the process that sent the request (peers.py), looked up once per connection."""
+    assert request.conn_info is not None  # every request comes on a connection
     connection = request.conn_info.ctx
     if not hasattr(connection, "peer_uid"):
         try:
@@ -91,10 +92,11 @@ def peer_uid(request: Request) -> int | None:
         except OSError as e:  # the unit forbids netlink sockets, say: no request goes without a token
             log.warning("cannot tell who sent a request, so it needs a token: %s", e)
             connection.peer_uid = None
-    return connection.peer_uid
+    uid: int | None = connection.peer_uid
+    return uid
 
 
-async def exit_when_idle(app: Sanic, idle_seconds: int) -> None:
+async def exit_when_idle(app: DefaultSanic, idle_seconds: int) -> None:
     """Stop once no request came for `idle_seconds`, nothing is queued and no job depends on this process
     (a local job is a child of the server; a systemd job is not, its unit records its own end)."""
     while True:
@@ -113,7 +115,7 @@ async def exit_when_idle(app: Sanic, idle_seconds: int) -> None:
         return
 
 
-def create_error_app(message: str) -> Sanic:
+def create_error_app(message: str) -> DefaultSanic:
     """What a socket-activated server serves when it cannot serve the API (a bad configuration): a clear
     503 to every request, rather than exiting and making systemd give up on the socket."""
     app = Sanic("pieter-config-error", configure_logging=False)

@@ -12,6 +12,7 @@ import errno
 import ipaddress
 import socket
 import struct
+from typing import Any
 
 NETLINK_SOCK_DIAG = 4  # linux/netlink.h (the socket module lacks it)
 SOCK_DIAG_BY_FAMILY = 20  # linux/sock_diag.h
@@ -30,13 +31,13 @@ def peer_uid(sock: socket.socket) -> int | None:
     """The uid of the peer's process, or None when it is not known (a peer on another host, or gone)."""
     if sock.family == socket.AF_UNIX:
         _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-        return uid
+        return int(uid)
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         return tcp_owner(sock.family, sock.getpeername(), sock.getsockname())
     return None
 
 
-def tcp_owner(family: int, local: tuple, remote: tuple) -> int | None:
+def tcp_owner(family: int, local: tuple[Any, ...], remote: tuple[Any, ...]) -> int | None:
     """The uid of the process holding the TCP socket at `local` connected to `remote`, if it is on this host."""
     sockid = SOCKID.pack(local[1], remote[1], packed(local[0]), packed(remote[0]))
     body = REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0xFFFFFFFF) + sockid + TAIL.pack(0, 0xFFFFFFFF, 0xFFFFFFFF)
@@ -51,7 +52,7 @@ def tcp_owner(family: int, local: tuple, remote: tuple) -> int | None:
             return None
         raise OSError(code, f"sock_diag: {errno.errorcode.get(code, code)}")
     _family, state, _timer, _retrans, _expires, _rqueue, _wqueue, uid, inode = REPLY.unpack_from(reply, HEADER.size)
-    return uid if state in CONNECTED and inode else None
+    return int(uid) if state in CONNECTED and inode else None
 
 
 def packed(address: str) -> bytes:

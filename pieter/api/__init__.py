@@ -1,11 +1,11 @@
 """The HTTP API, one module per resource; `add_routes` is the whole routing table."""
 
-from sanic import Sanic
+from sanic import DefaultSanic
 
 from pieter.api import hooks, jobs, openapi, repos, schedules, service
 
 
-def add_routes(app: Sanic) -> None:
+def add_routes(app: DefaultSanic) -> None:
     app.add_route(service.info, "/", methods=["GET"])
     app.add_route(openapi.openapi, "/openapi.json", methods=["GET"])
     app.add_route(repos.list_repos, "/repos", methods=["GET"])
