@@ -14,14 +14,13 @@ everything before it (HTTP, Redis, the queue, the workspace) and nothing after i
 
 import asyncio
 import json
-import os
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import redis
@@ -30,10 +29,14 @@ from systemd import journal
 from pieter import workspaces
 from pieter.config import load
 from pieter.handoff import Handoff
-from pieter.models import Result
-from pieter.runners.base import JobFiles, Outcome
-from pieter.runners.systemd import SystemdRunner, unit_name
+from pieter.joblog import JobLog
+from pieter.models import JobSpec, Result
+from pieter.runners import inputs
+from pieter.runners.base import Outcome
+from pieter.runners.systemctl import unit_name
+from pieter.runners.systemd import SystemdRunner
 from pieter.store import PREFIX
+from pieter.workspaces import JobFiles
 
 RUN = "/run/pieter-test"  # tests/systemd_pieter.py's, where the server's socket and Redis are
 STAMP_SCRIPT = b'#!/bin/bash\necho "T $EPOCHREALTIME"\n'  # bench/common.py's (this file runs on its own)
@@ -44,12 +47,22 @@ BASELINE_IDS = 900_000  # job ids of the baseline units, far above the server's
 class Direct(SystemdRunner):
     """`systemd-run` with a job's properties, exactly as the server starts it, and nothing more."""
 
-    async def follow(self, job_id: int) -> Outcome:
+    async def follow(self, job_id: int, log: JobLog) -> Outcome:
         return Outcome(Result.SUCCESS)
 
 
+class PrintedLog(JobLog):
+    """What the runner would log (only a failed systemd-run), on stderr."""
+
+    def __init__(self) -> None:
+        pass
+
+    async def write(self, lines: Sequence[bytes]) -> None:
+        print(b"\n".join(lines).decode(errors="replace"), file=sys.stderr)
+
+
 class JournaldOnly(Direct):
-    def properties(self, job: dict[str, Any], files: JobFiles) -> list[str]:
+    def properties(self, job: JobSpec, files: JobFiles) -> list[str]:
         return [p for p in super().properties(job, files) if not p.startswith("ExecStopPost=")]
 
 
@@ -88,7 +101,6 @@ def unit_lines(unit: str) -> list[bytes]:
 class Bench:
     def __init__(self) -> None:
         env = server_environment()
-        os.environ.update(env)  # properties() reads PIETER_CONFIG and PYTHONPATH from the environment
         self.config = load(env)
         self.api = httpx.Client(transport=httpx.HTTPTransport(uds=f"{RUN}/api.sock"), base_url="http://pieter",
                                 timeout=60)  # fmt: skip
@@ -108,15 +120,16 @@ class Bench:
     def baseline_unit(self, runner: Direct, source: str = "", script: bytes = STAMP_SCRIPT) -> tuple[float, str]:
         """systemd-run → the script's first instruction, for one unit with a job's properties."""
         self.next_baseline += 1
-        job: dict[str, Any] = {"id": self.next_baseline, "repo": "bench", "scenario": "baseline", "settings": {},
-                               "env": {}, "source": source, "script": script}  # fmt: skip
-        files = workspaces.prepare(self.config.state_dir, job, runner.make_workspace)
-        handoff = Handoff(files.handoff, workspaces.clone_secrets(job, {}), partial(runner.owns, job["id"]))
+        job = cast(JobSpec, {"id": self.next_baseline, "repo": "bench", "scenario": "baseline", "settings": {},
+                             "env": {}, "raw_source": source, "script": script})  # fmt: skip
+        files = workspaces.make(self.config.state_dir, job["id"], runner.make_workspace)
+        inputs.write(files, job, {})
+        handoff = Handoff(files.handoff, inputs.clone_secrets(job, {}), partial(runner.owns, job["id"]))
 
         async def start() -> float:
             await handoff.open()
             t0 = time.time()
-            await runner.run(job, files, log_sink)
+            await runner.run(job, files, PrintedLog())
             while source and not await asyncio.to_thread(unit_gone, unit_name(job["id"])):  # its clone asks
                 await asyncio.sleep(0.01)
             handoff.close()
@@ -164,10 +177,6 @@ class Bench:
                                text=True).stdout  # fmt: skip
         usage = subprocess.run(["journalctl", "--disk-usage"], capture_output=True, text=True).stdout.strip()
         return {"seconds": seconds, "lines": int(count), "journal": usage}
-
-
-async def log_sink(lines: list[bytes]) -> None:
-    print(b"\n".join(lines).decode(errors="replace"), file=sys.stderr)
 
 
 if __name__ == "__main__":

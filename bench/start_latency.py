@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import PREFIX, STAMP_SCRIPT, Context, Db, Figure, job_ended, ms, stamp, wait_until
-from pieter.workspaces import CLONE_CONFIG
+from pieter.runners.inputs import CLONE_CONFIG
 
 WARMUP = 2
 

@@ -58,7 +58,7 @@ def collect(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
-    from pieter.runners.systemd import collect as collect_job
+    from pieter.runners.collector import collect as collect_job
 
     asyncio.run(collect_job(load(), args.job_id, dict(os.environ)))
     return 0

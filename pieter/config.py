@@ -46,6 +46,7 @@ class Config:
     job_cpu_quota: str = "100%"
     job_memory_max: str = "25%"
     job_tasks_max: int = 4096
+    config_file: Path = Path(DEFAULT_CONFIG_FILE)  # the file these settings were read from (PIETER_CONFIG)
 
     @property
     def redis(self) -> str:
@@ -102,9 +103,11 @@ def load(environ: Mapping[str, str] = os.environ) -> Config:
     values: dict[str, Any] = {}  # each field's own type, as _convert made it
     for field in dataclasses.fields(Config):
         key = env_key(field.name)
+        if field.name == "config_file":
+            continue
         if merged.get(key, "") != "":
             values[field.name] = _convert(field, key, merged[key])
-    config = Config(**values)
+    config = Config(**values, config_file=path)
     return config if config.url else dataclasses.replace(config, url=own_url(config))
 
 

@@ -1,39 +1,35 @@
 """The dispatcher: takes jobs from the queue up to PIETER_MAX_JOBS at once, runs each with the runner,
 records how it ended, and acks its queue entry only then (so a job claimed by a server that died is
 found again). It also listens for cancels, which may come from any server sharing the Redis.
+
+Its loops (claim, cancel, expiry) never end on an error: each is logged with its traceback, the loop backs off
+and goes on, and `status` (shown by `GET /`) says what is wrong meanwhile.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.exceptions
 
-from pieter import workspaces
+from pieter import artifacts, workspaces
 from pieter.config import Config
 from pieter.errors import NotFound
 from pieter.handoff import Handoff
-from pieter.models import Result, State, mask_secrets
+from pieter.joblog import JobLog
+from pieter.models import Job, JobSpec, Result, State, effective_settings
+from pieter.runners import inputs
 from pieter.runners.base import Outcome, Runner
-from pieter.store import CANCEL_CHANNEL, REDIS_DOWN, Store
+from pieter.store import CANCEL_CHANNEL, REDIS_DOWN, RETRY_SECONDS, Store, retrying
+from pieter.workspaces import JobFiles
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-RETRY_SECONDS = 1.0
 EXPIRE_EVERY = 300.0
-
-
-async def retrying(step: Callable[[], Awaitable[T]], what: str) -> T:
-    """Run a Redis step until Redis answers: a job's output and result must not be lost to an outage."""
-    while True:
-        try:
-            return await step()
-        except REDIS_DOWN as e:
-            log.warning("Redis unavailable while %s (%s); retrying", what, e)
-            await asyncio.sleep(RETRY_SECONDS)
+BACKOFF_MAX = 10.0  # seconds between two tries of a loop that keeps failing
 
 
 class Dispatcher:
@@ -42,11 +38,15 @@ class Dispatcher:
         self.runner = runner
         self.config = config
         self.tasks: dict[int, asyncio.Task[None]] = {}
-        self.paused = False  # benchmarks pause it to measure the API alone
+        self.trouble: dict[str, str] = {}  # loop → what went wrong in its last round, while it goes wrong
+        self._recovered = False
         self._loops: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._loops = [asyncio.create_task(loop()) for loop in (self._claim_loop, self._cancel_loop, self._expire_loop)]
+        rounds = {"claim": self._claim_round, "cancel": self._cancel_round}
+        if self.config.keep_days:
+            rounds["expiry"] = self._expire_round
+        self._loops = [asyncio.create_task(self._forever(name, round_)) for name, round_ in rounds.items()]
 
     async def stop(self) -> None:
         """Stop taking jobs; the runner decides what becomes of running ones (local: they end, lost)."""
@@ -58,20 +58,41 @@ class Dispatcher:
     def idle(self) -> bool:
         return not self.tasks
 
-    async def _claim_loop(self) -> None:
-        await retrying(self._recover, "recovering this host's jobs")
+    @property
+    def status(self) -> str:
+        """'ok', or what keeps a loop from working (the claim loop's: this host takes no jobs meanwhile)."""
+        return "; ".join(f"{name}: {why}" for name, why in sorted(self.trouble.items())) or "ok"
+
+    async def _forever(self, name: str, round_: Callable[[], Awaitable[None]]) -> None:
+        """Run a loop's round again and again, whatever it raises."""
+        backoff = RETRY_SECONDS
         while True:
             try:
-                free = self.config.max_jobs - len(self.tasks)
-                if free <= 0 or self.paused:
-                    await asyncio.wait([*self.tasks.values()] or [asyncio.sleep(0.2)], timeout=1.0,
-                                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-                    continue
-                for entry, job_id in await self.store.claim(self.config.host, free, block_ms=1000):
-                    self._launch(entry, job_id, self._run(entry, job_id))
-            except REDIS_DOWN as e:
-                log.warning("Redis unavailable (%s); the queue waits", e)
+                await round_()
+                self.trouble.pop(name, None)
+                backoff = RETRY_SECONDS
+                continue
+            except REDIS_DOWN as e:  # no backoff: the loop goes on as soon as Redis is back
+                self.trouble[name] = f"Redis unavailable ({e})"
+                log.warning("the %s loop waits: Redis unavailable (%s)", name, e)
                 await asyncio.sleep(RETRY_SECONDS)
+                continue
+            except Exception as e:
+                self.trouble[name] = f"{type(e).__name__}: {e}"[:500]
+                log.exception("the %s loop failed; trying again in %.0f s", name, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _claim_round(self) -> None:
+        if not self._recovered:
+            await self._recover()
+            self._recovered = True
+        free = self.config.max_jobs - len(self.tasks)
+        if free <= 0:
+            await asyncio.wait(self.tasks.values(), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            return
+        for entry, job_id in await self.store.claim(self.config.host, free, block_ms=1000):
+            self._launch(entry, job_id, self._run(entry, job_id))
 
     def _launch(self, entry: str, job_id: int, work: Awaitable[None]) -> None:
         async def guarded() -> None:
@@ -81,8 +102,8 @@ class Dispatcher:
                 raise
             except Exception:
                 log.exception("job %s: the dispatcher failed", job_id)
-                await self._log(
-                    job_id, [b"pieter: internal error while running this job; the server log has the details"]
+                await JobLog(self.store, job_id, []).write(
+                    [b"pieter: internal error while running this job; the server log has the details"]
                 )
                 await retrying(lambda: self.store.finish_job(job_id, Result.ERROR), "recording an error")
                 await retrying(lambda: self.store.ack(entry), "acking a job")
@@ -102,101 +123,121 @@ class Dispatcher:
                 entry = pending.pop(job["id"], "")
                 self._launch(entry, job["id"], self._reattach(entry, job))
         for job_id, entry in pending.items():
-            self._launch(entry, job_id, self._run(entry, job_id))
+            if job_id not in self.tasks:
+                self._launch(entry, job_id, self._run(entry, job_id))
 
     async def _run(self, entry: str, job_id: int) -> None:
         try:
             job = await retrying(lambda: self.store.job_spec(job_id), "reading a job")
-        except NotFound:
-            job = None
-        if job is None or job["state"] != State.QUEUED.value:  # deleted or cancelled while queued
+        except NotFound:  # deleted while queued
+            await retrying(lambda: self.store.ack(entry), "acking a job")
+            return
+        if job["state"] != State.QUEUED.value:  # cancelled while queued
             await retrying(lambda: self.store.ack(entry), "acking a job")
             return
         private = await retrying(lambda: self.store.repo_private(job["repo"]), "reading the repo's secrets")
         files = workspaces.job_files(self.config.state_dir, job_id)
-        handoff = Handoff(files.handoff, workspaces.clone_secrets(job, private), partial(self.runner.owns, job_id))
+        async with self._owning(files):
+            outcome = await self._start(entry, job, files, private)
+            if outcome is not None:
+                await self._finish(entry, job, files, outcome)
+
+    async def _start(self, entry: str, job: JobSpec, files: JobFiles, private: dict[str, Any]) -> Outcome | None:
+        """Write the job's files and run it to its end; None when it was cancelled before it started."""
+        handoff = Handoff(files.handoff, inputs.clone_secrets(job, private), partial(self.runner.owns, job["id"]))
         try:
-            workspaces.prepare(self.config.state_dir, job, self.runner.make_workspace, private)
-            await handoff.open()
-        except OSError as e:
-            handoff.close()
-            await self._log(job_id, [f"pieter: cannot prepare the workspace: {e}".encode()])
-            await self._finish(entry, job, Outcome(Result.ERROR))
-            return
-        try:
-            if not await retrying(lambda: self.store.start_job(job_id, self.config.host), "starting a job"):
+            try:
+                await asyncio.to_thread(self._prepare, job, private)
+                await handoff.open()
+            except OSError as e:
+                await JobLog(self.store, job["id"], []).write([f"pieter: cannot prepare the workspace: {e}".encode()])
+                return Outcome(Result.ERROR)
+            if not await retrying(lambda: self.store.start_job(job["id"], self.config.host), "starting a job"):
                 await retrying(lambda: self.store.ack(entry), "acking a job")
-                return
-            masks = workspaces.secrets_to_mask(files)
-            outcome = await self.runner.run(job, files, lambda lines: self._log(job_id, mask_secrets(lines, masks)))
+                return None
+            return await self.runner.run(job, files, JobLog(self.store, job["id"], inputs.masks(files)))
         finally:
             handoff.close()
-        await self._finish(entry, job, outcome)
 
-    async def _reattach(self, entry: str, job: dict[str, Any]) -> None:
-        outcome = await self.runner.reattach(job, lambda lines: self._log(job["id"], lines))
-        await self._finish(entry, job, outcome)
+    def _prepare(self, job: JobSpec, private: dict[str, Any]) -> None:
+        files = workspaces.make(self.config.state_dir, job["id"], self.runner.make_workspace)
+        inputs.write(files, job, private)
 
-    async def _log(self, job_id: int, lines: list[bytes]) -> None:
-        await retrying(lambda: self.store.append_log(job_id, lines), "writing a job's log")
+    async def _reattach(self, entry: str, job: Job) -> None:
+        files = workspaces.job_files(self.config.state_dir, job["id"])
+        async with self._owning(files):
+            outcome = await self.runner.reattach(job, files, JobLog(self.store, job["id"], inputs.masks(files)))
+            await self._finish(entry, job, files, outcome)
 
-    async def _finish(self, entry: str, job: dict[str, Any], outcome: Outcome) -> None:
+    @contextlib.asynccontextmanager
+    async def _owning(self, files: JobFiles) -> AsyncIterator[None]:
+        """Remove what the server handed a job (parameters, secrets, a deploy key) when its run here ends, on every
+        path but one: a server that stops while the job runs leaves it to the next one, which reattaches to the job
+        (a unit outlives the server, and its collector reads the masks)."""
+        stopping = False
+        try:
+            yield
+        except asyncio.CancelledError:
+            stopping = True
+            raise
+        finally:
+            if not stopping:
+                await asyncio.to_thread(workspaces.remove_inputs, files)
+
+    async def _finish(self, entry: str, job: Job, files: JobFiles, outcome: Outcome) -> None:
         """Record the outcome (unless a cancel got there first), ack the entry, apply retention."""
-        await retrying(lambda: self.store.finish_job(job["id"], outcome.result, outcome.rc, **outcome.extra),
+        await retrying(lambda: self.store.finish_job(job["id"], outcome.result, outcome.rc),
                        "recording a job's result")  # fmt: skip
         if entry:
             await retrying(lambda: self.store.ack(entry), "acking a job")
-        # What the server handed the job (parameters, secrets, a deploy key) is not kept past its end
-        await asyncio.to_thread(workspaces.remove_tree, workspaces.job_files(self.config.state_dir, job["id"]).job_dir)
-        await self._limit_artifacts(job["id"])
+        limit = self.config.artifacts_max_bytes
+        removed = await asyncio.to_thread(artifacts.remove_if_over, files, limit)
+        if removed:
+            await JobLog(self.store, job["id"], []).write([f"pieter: the job's artifacts ({removed} bytes) were "
+                                                           f"removed: they exceed PIETER_ARTIFACTS_MAX_BYTES={limit}".encode()])  # fmt: skip
         await self._apply_retention(job)
 
-    async def _limit_artifacts(self, job_id: int) -> None:
-        files = workspaces.job_files(self.config.state_dir, job_id)
-        size = sum(a["size"] for a in await asyncio.to_thread(workspaces.artifacts, files))
-        if size > self.config.artifacts_max_bytes:
-            await asyncio.to_thread(workspaces.remove_tree, files.artifacts)
-            await self._log(job_id, [f"pieter: the job's artifacts ({size} bytes) were removed: they exceed "
-                                     f"PIETER_ARTIFACTS_MAX_BYTES={self.config.artifacts_max_bytes}".encode()])  # fmt: skip
-
-    async def _apply_retention(self, job: dict[str, Any]) -> None:
+    async def _apply_retention(self, job: Job) -> None:
         """Keep a scenario's newest `keep_jobs` jobs, and the newest `PIETER_KEEP_WORKSPACES` workspaces."""
         repo, scenario, state_dir = job["repo"], job["scenario"], self.config.state_dir
-        keep = int(job["settings"].get("keep_jobs") or self.config.keep_jobs)
+        keep = effective_settings(job, self.config).keep_jobs
         for old in await retrying(lambda: self.store.prune(repo, scenario, keep), "pruning jobs"):
-            await asyncio.to_thread(workspaces.remove, state_dir, old)
+            await asyncio.to_thread(workspaces.remove_all, state_dir, old)
         beyond = await retrying(lambda: self.store.workspaces_beyond(repo, scenario, job["id"],
                                                                      self.config.keep_workspaces), "pruning workspaces")  # fmt: skip
         for old in beyond:
             await asyncio.to_thread(workspaces.remove_workspace, state_dir, old)
 
-    async def _expire_loop(self) -> None:
-        """Every few minutes, remove the ended jobs older than PIETER_KEEP_DAYS."""
-        while self.config.keep_days:
-            try:
-                cutoff = time.time() - self.config.keep_days * 86400
-                for old in await self.store.expire(cutoff):
-                    await asyncio.to_thread(workspaces.remove, self.config.state_dir, old)
-            except REDIS_DOWN as e:
-                log.warning("Redis unavailable (%s); expiry waits", e)
-            await asyncio.sleep(EXPIRE_EVERY)
+    async def _expire_round(self) -> None:
+        """Remove the ended jobs older than PIETER_KEEP_DAYS, then wait a few minutes."""
+        cutoff = time.time() - self.config.keep_days * 86400
+        for old in await self.store.expire(cutoff):
+            await asyncio.to_thread(workspaces.remove_all, self.config.state_dir, old)
+        await asyncio.sleep(EXPIRE_EVERY)
 
     async def cancel(self, job_id: int) -> None:
-        """Stop a job if it runs here (its record already says `cancelled`)."""
+        """Stop a job if it runs here (its record already says `cancelled`). The API calls this directly, so that
+        a job of this host stops at once even while the cancel channel reconnects; the channel brings the same
+        cancel to every host, this one too, where a second stop changes nothing."""
         if job_id in self.tasks:
             await self.runner.cancel(job_id)
 
-    async def _cancel_loop(self) -> None:
-        """Cancels published by any server sharing this Redis, for the jobs that run on this host."""
-        while True:
-            try:
-                async with self.store.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(CANCEL_CHANNEL)
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            await self.cancel(int(message["data"]))
-            except redis.exceptions.TimeoutError:
-                continue  # a quiet channel outlasts the client's socket timeout: listen again
-            except REDIS_DOWN as e:
-                log.warning("Redis unavailable (%s); cancels wait", e)
-                await asyncio.sleep(RETRY_SECONDS)
+    async def _cancel_round(self) -> None:
+        """Cancels published by any server sharing this Redis, until the subscription ends."""
+        try:
+            async with self.store.redis.pubsub() as pubsub:
+                await pubsub.subscribe(CANCEL_CHANNEL)
+                self.trouble.pop("cancel", None)
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        await self._cancel_message(message["data"])
+        except redis.exceptions.TimeoutError:
+            return  # a quiet channel outlasts the client's socket timeout: listen again
+
+    async def _cancel_message(self, data: bytes) -> None:
+        try:
+            job_id = int(data)
+        except ValueError:
+            log.warning("ignored a message on %s that is not a job id: %r", CANCEL_CHANNEL, data[:80])
+            return
+        await self.cancel(job_id)

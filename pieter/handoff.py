@@ -25,7 +25,7 @@ PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 class Handoff:
     """Serves one job's clone secrets once, to the first process of that job that asks (`owns(pid, uid)`).
-    A clone that needs no secret (`secrets` None, see workspaces.clone_secrets) gets no socket."""
+    A clone that needs no secret (`secrets` None, see runners/inputs.clone_secrets) gets no socket."""
 
     def __init__(self, path: Path, secrets: dict[str, str] | None, owns: Callable[[int, int], bool]):
         self.path, self.secrets, self.owns = path, secrets, owns

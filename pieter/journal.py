@@ -59,9 +59,9 @@ UNIT_SUCCESS = "7ad2d189f7e94e70a38c781354912448"  # systemd's "Deactivated succ
 
 def unit_end(unit: str, invocation: str) -> tuple[str, str, str] | None:
     """How one run of a unit ended, from what systemd (PID 1) logged about it: ($SERVICE_RESULT, $EXIT_CODE,
-    $EXIT_STATUS) as its ExecStopPost= would have seen them, or None while nothing says it has ended. For
-    when no collector recorded the end (a `systemctl daemon-reload` drops a transient unit's `+` commands on
-    systemd 252)."""
+    $EXIT_STATUS) as its ExecStopPost= would have seen them (the main process's: '' when only a control process
+    such as the clone's ExecStartPre= ran), or None while nothing says it has ended. For when no collector
+    recorded the end (a `systemctl daemon-reload` drops a transient unit's `+` commands on systemd 252)."""
     reader = journal.Reader()
     try:
         reader.add_match(_PID="1", UNIT=unit, INVOCATION_ID=invocation)
@@ -70,9 +70,10 @@ def unit_end(unit: str, invocation: str) -> tuple[str, str, str] | None:
             if entry.get("MESSAGE_ID") and entry["MESSAGE_ID"].hex == UNIT_SUCCESS:
                 result = "success"
             result = entry.get("UNIT_RESULT", result)
-            exit_code = entry.get("EXIT_CODE", exit_code)
-            status = entry.get("EXIT_STATUS", exit_status)  # a number, or a signal name
-            exit_status = status.decode() if isinstance(status, bytes) else str(status)
+            if "EXIT_CODE" in entry and entry.get("COMMAND", "ExecStart") == "ExecStart":
+                exit_code = entry["EXIT_CODE"]
+                status = entry.get("EXIT_STATUS", "")  # a number, or a signal name
+                exit_status = status.decode() if isinstance(status, bytes) else str(status)
         return (result, exit_code, exit_status) if result else None
     finally:
         reader.close()

@@ -4,10 +4,13 @@ Plain functions and types, no I/O: every check that guards a path, a Redis key o
 """
 
 import base64
+import dataclasses
 import enum
 import json
 import re
+from typing import Any, TypedDict
 
+from pieter.config import Config
 from pieter.errors import BadRequest, TooLarge
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -39,9 +42,9 @@ class Result(str, enum.Enum):
 
     SUCCESS = "success"  # exit status 0
     EXIT_CODE = "exit-code"  # non-zero exit status
-    SIGNAL = "signal"  # killed by a signal (and an OOM kill on a cgroup-v1 host)
+    SIGNAL = "signal"  # killed by a signal
     TIMEOUT = "timeout"  # ran past its timeout and was killed
-    OOM_KILL = "oom-kill"  # hit its memory limit (cgroup v2)
+    OOM_KILL = "oom-kill"  # hit its memory limit: the kernel killed one of its processes
     CANCELLED = "cancelled"  # cancelled by a user
     LOST = "lost"  # the runner that ran it went away without a result
     ERROR = "error"  # Pieter could not run it (the clone failed, the workspace could not be made)
@@ -53,7 +56,64 @@ class Result(str, enum.Enum):
         return State.CANCELLED if self is Result.CANCELLED else State.FAIL
 
 
-def json_object(data: bytes | str, what: str) -> dict:
+class Job(TypedDict):
+    """A job as the API shows it (`GET /jobs/{id}`): its source with any password redacted, no script."""
+
+    id: int
+    name: int  # the original Pieter's name for the id
+    repo: str
+    scenario: str
+    host: str | None
+    state: str  # a State
+    result: str | None  # a Result, once it has ended
+    rc: int | None
+    env: dict[str, str]
+    source: str | None
+    settings: dict[str, str]  # the scenario's settings when the job was queued
+    timestamp: float
+    started: float | None
+    finished: float | None
+    duration: float | None
+    unit: str | None
+    invocation: str | None
+    cpu_seconds: float | None
+    memory_peak: int | None
+    commit: str | None
+    tail: list[str]  # its last lines of output
+
+
+class JobSpec(Job):
+    """What a runner needs to run a job: the record, with the raw source (a URL password too) and the script."""
+
+    raw_source: str
+    script: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """A job's limits in force: its scenario's setting where it has one, else the server's."""
+
+    timeout: int  # seconds; 0: none
+    keep_jobs: int
+    cpu_quota: str
+    memory_max: str
+    tasks_max: int
+    sandbox: str  # strict or relaxed
+
+
+def effective_settings(job: Job, config: Config) -> Settings:
+    own: dict[str, Any] = job["settings"]
+    return Settings(
+        timeout=int(own.get("timeout") or config.job_timeout),
+        keep_jobs=int(own.get("keep_jobs") or config.keep_jobs),
+        cpu_quota=own.get("cpu_quota") or config.job_cpu_quota,
+        memory_max=own.get("memory_max") or config.job_memory_max,
+        tasks_max=int(own.get("tasks_max") or config.job_tasks_max),
+        sandbox=own.get("sandbox") or "strict",
+    )
+
+
+def json_object(data: bytes | str, what: str) -> dict[str, Any]:
     """A JSON object parsed from a body, or a BadRequest that says what is wrong with it."""
     try:
         value = json.loads(data)

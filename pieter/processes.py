@@ -18,9 +18,17 @@ def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
 async def exited(proc: subprocess.Popen[bytes]) -> int:
     """Wait for the process to end (without blocking the loop) and reap it; its return code."""
     loop = asyncio.get_running_loop()
-    pidfd = os.pidfd_open(proc.pid)
-    ended = loop.create_future()
-    loop.add_reader(pidfd, lambda: ended.done() or ended.set_result(None))
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:  # already reaped by another waiter (a stop waits while the run does)
+        return proc.wait()
+    ended: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    loop.add_reader(pidfd, readable)
     try:
         await ended
     finally:
@@ -63,7 +71,7 @@ class PipeFeed(asyncio.ReadTransport):
             self.loop.add_reader(self.pipe.fileno(), self._readable)
 
     def is_closing(self) -> bool:
-        return self.pipe.closed
+        return bool(self.pipe.closed)
 
     def close(self) -> None:
         self.pause_reading()

@@ -19,7 +19,6 @@ import hashlib
 import logging
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import pieter
 from pieter.config import Config
 from pieter.errors import BadRequest, Conflict, NotFound, PieterError
 from pieter.processes import output
+from pieter.units import exec_line, pieter_command, pieter_environment, systemd_booted
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,6 @@ LOCK = asyncio.Lock()  # one change of the unit files at a time (one server per 
 
 def unavailable_reason() -> str | None:
     """None where schedules can work, else why not: they are systemd units the server writes as root."""
-    from pieter.runners import systemd_booted
-
     if not systemd_booted():
         return ("schedules are systemd timers, and this host is not booted with systemd (PID 1 is not "
                 "systemd): run the server on a systemd host, or queue jobs from cron with `pieter run REPO SCENARIO`")  # fmt: skip
@@ -112,15 +110,7 @@ def _quote(value: str) -> str:
 def service_text(config: Config, repo: str, scenario: str) -> str:
     """The oneshot service the timer starts: the `pieter run` client, as root (to read the token, if any,
     from the configuration file), otherwise with little to touch."""
-    from pieter.runners.systemd import exec_line
-
-    # The directory `pieter` is imported from: the client then runs from a checkout as from the package.
-    pythonpath = [str(Path(pieter.__file__).resolve().parent.parent)]
-    if os.environ.get("PYTHONPATH"):
-        pythonpath.append(os.environ["PYTHONPATH"])
-    environment = {"PIETER_URL": config.url, "PYTHONPATH": os.pathsep.join(pythonpath)}
-    if os.environ.get("PIETER_CONFIG"):
-        environment["PIETER_CONFIG"] = os.environ["PIETER_CONFIG"]
+    environment = {"PIETER_URL": config.url, **pieter_environment(config)}
     lines = [
         f"# Pieter CI: queues a job of {repo}/{scenario} when {unit_base(repo, scenario)}.timer elapses.",
         f"# Made by PUT /repos/{repo}/{scenario}/schedule: change or remove it there, not here.",
@@ -132,7 +122,7 @@ def service_text(config: Config, repo: str, scenario: str) -> str:
         "[Service]",
         "Type=oneshot",
         *(f"Environment={_quote(f'{key}={value}')}" for key, value in environment.items()),
-        "ExecStart=" + exec_line([sys.executable, "-m", "pieter", "run", repo, scenario]),
+        "ExecStart=" + exec_line(pieter_command("run", repo, scenario)),
         "TimeoutStartSec=2min",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",

@@ -27,19 +27,36 @@ Keys (prefix `pieter:`; values readable in redis-cli):
 Only job records hold state; indexes are kept in step by the same Lua call that changes a record.
 """
 
+import asyncio
 import json
+import logging
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions
 
 from pieter.errors import BadRequest, Conflict, NotFound
-from pieter.models import ENDED, Result, State, redact_source
+from pieter.models import ENDED, Job, JobSpec, Result, State, redact_source
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 # What a Redis outage looks like to a client: a 503 for requests, a retry for jobs' writes.
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
+RETRY_SECONDS = 1.0
+
+
+async def retrying(step: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run a Redis step until Redis answers: a job's output and result must not be lost to an outage."""
+    while True:
+        try:
+            return await step()
+        except REDIS_DOWN as e:
+            log.warning("Redis unavailable while %s (%s); retrying", what, e)
+            await asyncio.sleep(RETRY_SECONDS)
+
+
 SCHEMA_VERSION = "1"
 PREFIX = "pieter:"
 QUEUE = PREFIX + "queue"
@@ -249,7 +266,7 @@ def repo_wire(name: str, values: list[bytes | None], scenarios: list[bytes]) -> 
     }
 
 
-def connect(url: str) -> aioredis.Redis:
+def connect(url: str) -> "aioredis.Redis[bytes]":
     """A client that fails fast, so a Redis outage becomes a 503 rather than a hung request."""
     return aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=10)
 
@@ -269,7 +286,7 @@ def _num(field: str, raw: bytes | None) -> Any:
 class Store:
     """The repos, scenarios, jobs, logs and queue, as one Redis holds them."""
 
-    def __init__(self, client: aioredis.Redis, log_max_bytes: int = 16 * 1024 * 1024):
+    def __init__(self, client: "aioredis.Redis[bytes]", log_max_bytes: int = 16 * 1024 * 1024):
         self.redis = client
         self.log_max_bytes = log_max_bytes
         self._scripts = {
@@ -292,7 +309,8 @@ class Store:
 
     async def prepare(self) -> None:
         """Check the layout version (writing it into an empty database) and make the queue's consumer group."""
-        found = await self.redis.set(PREFIX + "schema", SCHEMA_VERSION, nx=True, get=True)
+        # SET ... GET answers the value it found (types-redis says bool)
+        found: bytes | None = await self.redis.set(PREFIX + "schema", SCHEMA_VERSION, nx=True, get=True)  # type: ignore[assignment]
         if found is not None and found.decode() != SCHEMA_VERSION:
             raise RuntimeError(f"Redis holds Pieter data of layout {found.decode()}, this is {SCHEMA_VERSION}")
         await self.ensure_group()
@@ -383,43 +401,42 @@ class Store:
             raise NotFound(f"no scenario named {scenario!r} in repo {repo!r}")
         return int(job_id)
 
-    async def job(self, job_id: int) -> dict[str, Any]:
+    async def job(self, job_id: int) -> Job:
         """The job's wire form, with the tail of its output."""
         jobs = await self.jobs_by_id([job_id])
         if not jobs:
             raise NotFound(f"no job {job_id}")
         return jobs[0]
 
-    async def jobs_by_id(self, ids: Iterable[int], tail: int = 10) -> list[dict[str, Any]]:
+    async def jobs_by_id(self, ids: Iterable[int], tail: int = 10) -> list[Job]:
         ids = list(ids)
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hmget(f"{PREFIX}job:{job_id}", *JOB_FIELDS)
                 pipe.lrange(f"{PREFIX}job:{job_id}:log", -tail, -1)
             replies = await pipe.execute()
-        jobs = []
+        jobs: list[Job] = []
         for values, lines in zip(replies[::2], replies[1::2], strict=True):
             if values[0] is None:
                 continue  # deleted meanwhile
-            job = {f: _num(f, v) for f, v in zip(JOB_FIELDS, values, strict=True)}
+            job: dict[str, Any] = {f: _num(f, v) for f, v in zip(JOB_FIELDS, values, strict=True)}
             job["name"] = job["id"]
             job["env"] = json.loads(job["env"] or "{}")
             job["settings"] = json.loads(job["settings"] or "{}")
             job["source"] = redact_source(job["source"]) if job["source"] else None
             job["tail"] = [line.decode(errors="replace") for line in lines]
-            jobs.append(job)
+            jobs.append(cast(Job, job))
         return jobs
 
-    async def job_spec(self, job_id: int) -> dict[str, Any]:
-        """What a runner needs to run the job: the wire form plus the script snapshot."""
+    async def job_spec(self, job_id: int) -> JobSpec:
+        """What a runner needs to run the job: the wire form plus the raw source and the script snapshot."""
         job = await self.job(job_id)
         script, source = await self.redis.hmget(f"{PREFIX}job:{job_id}", "script", "source")
-        job["script"], job["source"] = script or b"", _text(source)
-        return job
+        return cast(JobSpec, {**job, "raw_source": _text(source), "script": script or b""})
 
     async def list_jobs(
         self, repo: str | None, scenario: str | None, state: str | None, offset: int, limit: int
-    ) -> tuple[int, list[dict[str, Any]]]:
+    ) -> tuple[int, list[Job]]:
         """Newest first; each combination of filters has its own index, read directly."""
         if scenario and not repo:
             raise BadRequest("filtering by scenario needs the repo too (?repo=R&scenario=S)")
@@ -470,7 +487,7 @@ class Store:
             raise NotFound(f"no job {job_id}")
         if found != "ok":
             raise Conflict(f"job {job_id} has already ended ({found})")
-        await self.redis.publish(CANCEL_CHANNEL, job_id)
+        await self.redis.publish(CANCEL_CHANNEL, str(job_id))
 
     async def delete_job(self, job_id: int) -> None:
         if not await self._run("delete_job", job_id):
@@ -486,7 +503,7 @@ class Store:
         scenario's newest `keep` (the caller removes them: each is returned once)."""
         key = f"{PREFIX}jobs:scenario:{repo}:{scenario}:workspaces"
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(key, {job_id: job_id})
+            pipe.zadd(key, {str(job_id): job_id})
             pipe.zrevrange(key, keep, -1)
             pipe.zremrangebyrank(key, 0, -keep - 1)
             _, beyond, _ = await pipe.execute()
@@ -511,7 +528,7 @@ class Store:
         """Append lines read from the journal between cursors `after` ('' for the start) and `cursor`;
         False when another follower already wrote past `after` (re-read from `log_cursor`)."""
         args = (job_id, self.log_max_bytes, LOG_CUT_MARKER, after, cursor, *lines)
-        return await self._run("append_log", *args) != -1
+        return bool(await self._run("append_log", *args) != -1)
 
     async def log_cursor(self, job_id: int) -> str:
         """The journal cursor of the last line in the job's log ('' before the first)."""

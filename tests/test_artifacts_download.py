@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from pieter import workspaces
+from pieter import artifacts, workspaces
 from tests.conftest import wait_for_job
 from tests.test_local_runner import add
 
@@ -63,7 +63,7 @@ def files(tmp_path: Path):
 
 def test_plain_files_are_opened_through_systemds_link(files):
     for path, data in [("top.txt", b"top\n"), ("sub/plain.txt", b"plain\n")]:
-        with workspaces.artifact(files, path) as found:
+        with artifacts.open_artifact(files, path) as found:
             assert found.read() == data
 
 
@@ -71,7 +71,7 @@ def test_a_link_swapped_in_after_the_open_is_not_followed(files, tmp_path):
     """The race: the job replaces a checked directory by a link to elsewhere; what was opened is what is read."""
     private = files.artifacts.resolve()
     (tmp_path / "outside" / "plain.txt").write_bytes(b"secret\n")
-    with workspaces.artifact(files, "sub/plain.txt") as found:
+    with artifacts.open_artifact(files, "sub/plain.txt") as found:
         (private / "sub").rename(private / "was-sub")
         (private / "sub").symlink_to(tmp_path / "outside")
         assert found.read() == b"plain\n"
@@ -83,12 +83,12 @@ def test_a_link_swapped_in_after_the_open_is_not_followed(files, tmp_path):
                                   "\0", "missing", "sub/missing/x"])  # fmt: skip
 def test_links_fifos_and_escapes_are_refused(files, path):
     with pytest.raises(LookupError):
-        workspaces.artifact(files, path)
+        artifacts.open_artifact(files, path)
 
 
 def test_refusals_leave_no_file_open(files):
     before = len(os.listdir("/proc/self/fd"))
     for path in ["dirlink/secret", "sub/filelink", "fifo", "sub", "missing"]:
         with pytest.raises(LookupError):
-            workspaces.artifact(files, path)
+            artifacts.open_artifact(files, path)
     assert len(os.listdir("/proc/self/fd")) == before

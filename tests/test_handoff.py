@@ -9,7 +9,7 @@ import pytest
 
 from pieter.handoff import Handoff
 from pieter.runners.receive import without_credentials
-from pieter.workspaces import RECEIVER
+from pieter.runners.inputs import RECEIVER
 
 SECRETS = {"source": "https://user:hunter2@example.com/x.git", "deploy_key": ""}
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from pieter import schedules
-from pieter.runners import systemd_booted
+from pieter.units import systemd_booted
 from tests.conftest import wait_for_job
 from tests.systemd_pieter import RUN
 

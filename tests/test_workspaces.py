@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pieter import workspaces
+from pieter import artifacts, workspaces
 
 
 @pytest.fixture
@@ -21,13 +21,13 @@ def files(tmp_path: Path):
 
 
 def test_artifacts_lists_regular_files_only(files):
-    assert workspaces.artifacts(files) == [{"path": "sub/report.txt", "size": 10_000}]
+    assert artifacts.listing(files) == [{"path": "sub/report.txt", "size": 10_000}]
 
 
 @pytest.mark.parametrize("path", ["escape", "../../etc/hostname", "/etc/hostname", "sub", "", "nope"])
 def test_nothing_outside_is_served(files, path):
     with pytest.raises(LookupError):
-        workspaces.artifact(files, path)
+        artifacts.open_artifact(files, path)
 
 
 def test_disk_usage_follows_systemds_links(files, tmp_path):
@@ -36,7 +36,7 @@ def test_disk_usage_follows_systemds_links(files, tmp_path):
 
 
 def test_remove_takes_the_linked_directory_too(files, tmp_path):
-    workspaces.remove(tmp_path, 7)
+    workspaces.remove_all(tmp_path, 7)
     assert not files.artifacts.exists() and not (tmp_path / "private" / "artifacts-7").exists()
 
 
@@ -45,5 +45,5 @@ def test_remove_takes_a_stale_handoff_socket(tmp_path):
     files.handoff.parent.mkdir()
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(str(files.handoff))  # what a killed server leaves
-    workspaces.remove(tmp_path, 3)
+    workspaces.remove_all(tmp_path, 3)
     assert not files.handoff.exists()

@@ -10,7 +10,7 @@ from urllib.parse import quote, unquote
 from sanic import Request
 from sanic.response import HTTPResponse, json, raw
 
-from pieter import workspaces
+from pieter import artifacts, workspaces
 from pieter.api.body import json_object
 from pieter.errors import BadRequest, Conflict, NotFound
 from pieter.models import ENDED, State, check_commit, check_env, check_name
@@ -84,7 +84,7 @@ async def delete_job(request: Request, job_id: str) -> HTTPResponse:
     if task is not None:  # let the runner finish stopping it before its files go
         await asyncio.wait([task], timeout=10)
     await ctx.store.delete_job(number)
-    workspaces.remove(ctx.config.state_dir, number)
+    await asyncio.to_thread(workspaces.remove_all, ctx.config.state_dir, number)
     return json({"deleted": number})
 
 
@@ -120,19 +120,19 @@ async def list_artifacts(request: Request, job_id: str) -> HTTPResponse:
     number = job_id_of(job_id)
     await request.app.ctx.store.job_state(number)  # 404 for an unknown job
     files = workspaces.job_files(request.app.ctx.config.state_dir, number)
-    found = await asyncio.to_thread(workspaces.artifacts, files)
+    found = await asyncio.to_thread(artifacts.listing, files)
     return json({"artifacts": found, "total_bytes": sum(a["size"] for a in found)})
 
 
 async def get_artifact(request: Request, job_id: str, path: str) -> HTTPResponse | None:
-    """One artifact's bytes, streamed from the file `workspaces.artifact` opened: never opened again by name,
+    """One artifact's bytes, streamed from the file `artifacts.open_artifact` opened: never opened again by name,
     which the running job could by then have made a link to anywhere."""
     number = job_id_of(job_id)
     await request.app.ctx.store.job_state(number)
     files = workspaces.job_files(request.app.ctx.config.state_dir, number)
     relative = unquote(path)  # Sanic hands a path parameter over still percent-encoded
     try:
-        found = await asyncio.to_thread(workspaces.artifact, files, relative)
+        found = await asyncio.to_thread(artifacts.open_artifact, files, relative)
     except LookupError:
         raise NotFound(f"job {number} has no artifact {relative[:200]!r}") from None
     with found:

@@ -20,6 +20,7 @@ async def info(request: Request) -> HTTPResponse:
         "runner": ctx.runner.name,
         "host": ctx.config.host,
         "redis": "ok",
+        "dispatcher": ctx.dispatcher.status,  # "ok", or why this host takes no jobs (or no cancels) now
         "running_here": len(ctx.dispatcher.tasks),
         "max_jobs": ctx.config.max_jobs,
     }

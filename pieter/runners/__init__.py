@@ -1,15 +1,9 @@
 """Runners run one job each; `base.py` is the protocol both implement. `pick()` chooses the one in force."""
 
-import os
-
 from pieter.config import Config
 from pieter.runners.base import Runner
 from pieter.store import Store
-
-
-def systemd_booted() -> bool:
-    """sd_booted(): PID 1 is systemd (what `systemd.daemon.booted()` checks, without importing it)."""
-    return os.path.isdir("/run/systemd/system")
+from pieter.units import systemd_booted
 
 
 def pick(config: Config, store: Store) -> Runner:

@@ -1,7 +1,13 @@
 #!/bin/sh
-# One job, as every runner starts it, in its workspace (the cwd): fetch the source if the job has one, then
-# run the scenario script with the job's parameters. The job's files are in $1 (local runner) or in the
-# unit's credentials directory (systemd runner), written by the server:
+# One job, in two steps, each started by the runner in the job's workspace (the cwd):
+#   job.sh clone [DIR]   fetch the source (only run when the job has one)
+#   job.sh run [DIR]     run the scenario script with the job's parameters
+# The runner starts them as two processes (the systemd runner as the unit's ExecStartPre= and ExecStart=), so it
+# knows which one failed: a script cannot make its own failure read as a failed clone. The job's files are in DIR
+# (local runner) or in the unit's credentials directory (systemd runner), written by the server
+# (pieter/runners/inputs.py):
+#   environment  `export NAME='value'` lines: what every job starts with (PIETER_JOB_ID, HOME, ...); a file, not
+#                the unit's Environment=, which any user could read in /run/systemd/transient
 #   source       the git URL or path to clone, when it holds no secret (no source at all: an empty workspace)
 #   handoff      instead of `source`, when the clone needs a secret (a password or token in the URL, a deploy
 #                key): the socket it receives URL and key from; it answers once, before the script runs, so the
@@ -12,7 +18,9 @@
 #   params.sh    `export NAME='value'` lines: the parameters, given to the script only, never to the fetch
 #   script       the scenario, run by its #! line if it has one, else by /bin/sh
 set -u
-job=${1:-$CREDENTIALS_DIRECTORY}
+step=$1
+job=${2:-$CREDENTIALS_DIRECTORY}
+. "$job/environment"
 
 fetch() {
     if [ -e "$job/commit" ]; then  # fetched by URL, not through a remote: a password never reaches .git/config
@@ -25,7 +33,7 @@ fetch() {
     fi
 }
 
-if [ -e "$job/source" ] || [ -e "$job/handoff" ]; then
+if [ "$step" = clone ]; then
     echo "pieter: cloning $(cat "$job/source.shown")"
     here=$(dirname "$0")
     # clone.gitconfig: a local source belongs to another user than the job's (safe.directory)
@@ -60,15 +68,12 @@ if [ -e "$job/source" ] || [ -e "$job/handoff" ]; then
         wait $agent 2>/dev/null
         rm -rf "$agent_dir"
     fi
-    unset GIT_CONFIG_GLOBAL GIT_SSH_COMMAND GIT_TERMINAL_PROMPT SSH_AUTH_SOCK source received \
-        PIETER_CLONE_USERNAME PIETER_CLONE_PASSWORD PIETER_CLONE_SCOPE GIT_CONFIG_COUNT GIT_CONFIG_KEY_0 GIT_CONFIG_VALUE_0
     if [ $fetched -ne 0 ]; then
         echo "pieter: git clone failed: the job did not run"
-        : >.pieter-clone-failed
         exit 1
     fi
     # A password in the URL stays out of .git/config, so that `git remote -v` cannot print it into the log.
-    git remote set-url origin "$(cat "$job/source.shown")"
+    exec git remote set-url origin "$(cat "$job/source.shown")"
 fi
 . "$job/params.sh"
 # The script file is not executable (a credential is read-only): run its #! line as the kernel would.

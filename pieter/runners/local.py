@@ -10,13 +10,16 @@ import os
 import pwd
 import signal
 import subprocess
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
 
 from pieter import processes
 from pieter.config import Config, ConfigError
-from pieter.models import Result
-from pieter.runners.base import JobFiles, LogSink, Outcome
-from pieter.workspaces import JOB_WRAPPER, job_environment, job_files, job_inputs
+from pieter.joblog import JobLog
+from pieter.models import Job, JobSpec, Result, effective_settings
+from pieter.runners import inputs
+from pieter.runners.base import Outcome
+from pieter.workspaces import JobFiles
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,7 @@ FLUSH_SECONDS = 0.1  # and lines wait at most this long before they are written
 MAX_LINE = 64 * 1024  # a longer line is split: Redis keeps lines, not unbounded blobs
 
 
-async def pump_lines(stream: asyncio.StreamReader, sink: LogSink) -> None:
+async def pump_lines(stream: asyncio.StreamReader, sink: Callable[[list[bytes]], Awaitable[None]]) -> None:
     """Read a job's output and pass it on in lines, in batches, without holding a quiet line back."""
     pending: list[bytes] = []
     partial = b""
@@ -75,6 +78,13 @@ def kill_leftovers(workspace: str, uid: int, group: int = 0) -> int:
     return killed
 
 
+def exit_outcome(rc: int) -> Outcome:
+    """How a script that exited with `rc` (negative: killed by that signal) ended."""
+    if rc == 0:
+        return Outcome(Result.SUCCESS, 0)
+    return Outcome(Result.SIGNAL, rc) if rc < 0 else Outcome(Result.EXIT_CODE, rc)
+
+
 def kill_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -88,7 +98,8 @@ class LocalRunner:
 
     def __init__(self, config: Config):
         self.config = config
-        self.running: dict[int, subprocess.Popen[bytes]] = {}
+        self.running: dict[int, subprocess.Popen[bytes]] = {}  # a job's step that runs now
+        self.cancelled: set[int] = set()  # jobs whose next step must not start
         self.identity: tuple[int, int] | None = None  # (uid, gid) to drop to, when the server is root
         if os.geteuid() == 0:
             try:
@@ -103,27 +114,44 @@ class LocalRunner:
     def job_uid(self) -> int:
         return self.identity[0] if self.identity else os.getuid()
 
-    def command(self, files: JobFiles) -> list[str]:
-        """job.sh, as the job's user: the server's root drops to it with setpriv (util-linux)."""
-        argv = ["/bin/sh", str(JOB_WRAPPER), str(files.job_dir)]
+    def command(self, files: JobFiles, step: str) -> list[str]:
+        """A step of job.sh, as the job's user: the server's root drops to it with setpriv (util-linux)."""
+        argv = ["/bin/sh", str(inputs.JOB_WRAPPER), step, str(files.job_dir)]
         if self.identity is None:
             return argv
         uid, gid = self.identity
-        for path in (files.job_dir, *job_inputs(files), files.workspace, files.artifacts):
+        for path in (files.job_dir, *inputs.handed(files), files.workspace, files.artifacts):
             os.chown(path, uid, gid)
         return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
 
-    async def run(self, job: dict[str, Any], files: JobFiles, log_sink: LogSink) -> Outcome:
-        timeout = float(job["settings"].get("timeout") or self.config.job_timeout or 0) or None
+    async def run(self, job: JobSpec, files: JobFiles, log: JobLog) -> Outcome:
+        """The clone (when the job has a source), then the script: two processes, so that only a clone that
+        failed reads as `error`, whatever the script does. The timeout covers both."""
+        timeout = effective_settings(job, self.config).timeout
+        deadline = time.monotonic() + timeout if timeout else None
+        try:
+            if job["raw_source"]:
+                rc, timed_out = await self._step(job, files, log, "clone", deadline)
+                if timed_out or rc != 0 or job["id"] in self.cancelled:
+                    return Outcome(Result.TIMEOUT if timed_out else Result.ERROR if rc else Result.CANCELLED, rc)
+            rc, timed_out = await self._step(job, files, log, "run", deadline)
+            return Outcome(Result.TIMEOUT, rc) if timed_out else exit_outcome(rc)
+        finally:
+            self.cancelled.discard(job["id"])
+
+    async def _step(self, job: JobSpec, files: JobFiles, log: JobLog, step: str,
+                    deadline: float | None) -> tuple[int, bool]:  # fmt: skip
+        """Run one step of job.sh to its end: its return code, and whether it ran past the deadline."""
         proc = processes.spawn(
-            self.command(files), cwd=files.workspace, env=job_environment(job, files), start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            self.command(files, step), cwd=files.workspace, env=inputs.environment(job, files),
+            start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.running[job["id"]] = proc
-        pump = asyncio.create_task(pump_lines(processes.reader_of(proc.stdout), log_sink))
+        pump = asyncio.create_task(pump_lines(processes.reader_of(proc.stdout), log.write))
         timed_out = False
         try:
-            await asyncio.wait_for(processes.exited(proc), timeout)
+            left = None if deadline is None else max(deadline - time.monotonic(), 0)
+            await asyncio.wait_for(processes.exited(proc), left)
         except TimeoutError:
             timed_out = True
             await self._stop(proc)
@@ -137,10 +165,8 @@ class LocalRunner:
         killed = await asyncio.to_thread(kill_leftovers, str(files.workspace), self.job_uid, proc.pid)
         await pump
         if killed:
-            await log_sink([f"pieter: {killed} processes the job left behind were killed".encode()])
-        if timed_out:
-            return Outcome(Result.TIMEOUT, proc.returncode)
-        return files.outcome(proc.returncode)
+            await log.write([f"pieter: {killed} processes the job left behind were killed".encode()])
+        return proc.returncode, timed_out
 
     async def _stop(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGTERM to the job's whole process group, SIGKILL after a grace period."""
@@ -151,16 +177,18 @@ class LocalRunner:
             kill_group(proc.pid, signal.SIGKILL)
             await processes.exited(proc)
 
-    async def reattach(self, job: dict[str, Any], log_sink: LogSink) -> Outcome:
+    async def reattach(self, job: Job, files: JobFiles, log: JobLog) -> Outcome:
         """A local job cannot outlive the server that ran it: it is lost, and what is left of it is killed."""
-        killed = kill_leftovers(str(job_files(self.config.state_dir, job["id"]).workspace), self.job_uid)
-        await log_sink([f"pieter: the server stopped while this job ran; its result is lost "
-                        f"({killed} leftover processes killed)".encode()])  # fmt: skip
+        killed = await asyncio.to_thread(kill_leftovers, str(files.workspace), self.job_uid)
+        await log.write([f"pieter: the server stopped while this job ran; its result is lost "
+                         f"({killed} leftover processes killed)".encode()])  # fmt: skip
         return Outcome(Result.LOST)
 
     async def cancel(self, job_id: int) -> None:
+        """Stop the step that runs, and start no other."""
         proc = self.running.get(job_id)
         if proc is not None:
+            self.cancelled.add(job_id)
             await self._stop(proc)
 
     def owns(self, job_id: int, pid: int, uid: int) -> bool:

@@ -25,7 +25,8 @@ def receive(path: str) -> dict[str, str]:
         data = b"".join(iter(lambda: connection.recv(65536), b""))
     if not data:
         raise OSError("the server refused this process")
-    return json.loads(data)
+    secrets: dict[str, str] = json.loads(data)
+    return secrets
 
 
 def without_credentials(source: str) -> tuple[str, str, str, str]:
