@@ -3,7 +3,7 @@
 import os
 import sys
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # The Debian package carries Sanic and the pure-Python packages it needs that Debian lacks here, at pinned
 # versions. Appended, not prepended: in a development virtualenv its own Sanic wins.
