@@ -62,6 +62,8 @@ def create_app(config: Config, idle_exit: bool = False, local_only: bool = True)
         app.ctx.last_active = time.monotonic()
         if request.path.startswith(("/hooks/", "/webhooks/")):
             return  # a forge's webhook is authenticated by its signature, against the repo's secret (api/hooks.py)
+        if request.conn_info is None:
+            return  # the error answer to a request Sanic could not read (no connection info): no handler runs
         authorization = request.headers.get("authorization")
         reason = tokens.REQUIRED if token_required else tokens.reason_on_loopback(peer_uid(request), job_uid)
         if authorization is not None or reason:
@@ -84,7 +86,7 @@ def create_app(config: Config, idle_exit: bool = False, local_only: bool = True)
 
 def peer_uid(request: Request) -> int | None:
     """The uid of the process that sent the request (peers.py), looked up once per connection."""
-    assert request.conn_info is not None  # every request comes on a connection
+    assert request.conn_info is not None  # authenticate() passes only requests read from a connection
     connection = request.conn_info.ctx
     if not hasattr(connection, "peer_uid"):
         try:

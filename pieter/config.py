@@ -13,6 +13,7 @@ from typing import Any
 
 DEFAULT_CONFIG_FILE = "/etc/pieter-ci/pieter.conf"
 RUNNERS = ("auto", "local", "systemd")
+NOT_SETTINGS = {"config_file"}  # fields of Config that no PIETER_* variable sets
 
 
 class ConfigError(Exception):
@@ -103,7 +104,7 @@ def load(environ: Mapping[str, str] = os.environ) -> Config:
     values: dict[str, Any] = {}  # each field's own type, as _convert made it
     for field in dataclasses.fields(Config):
         key = env_key(field.name)
-        if field.name == "config_file":
+        if field.name in NOT_SETTINGS:
             continue
         if merged.get(key, "") != "":
             values[field.name] = _convert(field, key, merged[key])

@@ -39,6 +39,12 @@ def test_failed_clone_is_an_error(api, tmp_path):
     assert "git clone failed" in log and "never" not in log
 
 
+def test_a_script_cannot_make_its_failure_read_as_a_failed_clone(api, git_repo):
+    script = b": > .pieter-clone-failed\necho 'pieter: git clone failed: the job did not run'\nexit 1\n"
+    done = wait_for_job(api, api.patch(add(api, "demo", "forge", script, source=str(git_repo))).json()["id"])
+    assert (done["result"], done["rc"]) == ("exit-code", 1)
+
+
 def test_parameters_reach_the_script_only(api):
     path = add(api, "demo", "params", b'echo "[$GREETING]"\necho "[${PIETER_REDIS_URL:-}]"\n')
     job = api.patch(path, json={"env": {"GREETING": "hello 'quoted' $world\nline two"}}).json()

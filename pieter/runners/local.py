@@ -132,8 +132,12 @@ class LocalRunner:
         try:
             if job["raw_source"]:
                 rc, timed_out = await self._step(job, files, log, "clone", deadline)
-                if timed_out or rc != 0 or job["id"] in self.cancelled:
-                    return Outcome(Result.TIMEOUT if timed_out else Result.ERROR if rc else Result.CANCELLED, rc)
+                if timed_out:
+                    return Outcome(Result.TIMEOUT, rc)
+                if rc != 0:  # the clone failed (or a cancel stopped it, and the cancel is recorded already)
+                    return Outcome(Result.ERROR, rc)
+                if job["id"] in self.cancelled:
+                    return Outcome(Result.CANCELLED)
             rc, timed_out = await self._step(job, files, log, "run", deadline)
             return Outcome(Result.TIMEOUT, rc) if timed_out else exit_outcome(rc)
         finally:
