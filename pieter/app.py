@@ -9,12 +9,13 @@ from sanic import DefaultSanic, Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
 
-from pieter import api, peers, tokens
+from pieter import api, peers, tokens, web
 from pieter.config import Config
 from pieter.dispatcher import Dispatcher
 from pieter.errors import PieterError
 from pieter.runners import pick
 from pieter.store import REDIS_DOWN, Store, connect
+from pieter.web import sessions
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +54,31 @@ def create_app(config: Config, idle_exit: bool = False, local_only: bool = True)
     app.ctx.last_active = time.monotonic()
     app.error_handler.add(Exception, render_error)
     api.add_routes(app)
+    web.add_routes(app)
 
     token_required = bool(config.require_token) or not local_only
     job_uid = tokens.job_user_uid(config.job_user)
 
     @app.on_request
-    async def authenticate(request: Request) -> None:
+    async def authenticate(request: Request) -> HTTPResponse | None:
         app.ctx.last_active = time.monotonic()
         if request.path.startswith(("/hooks/", "/webhooks/")):
-            return  # a forge's webhook is authenticated by its signature, against the repo's secret (api/hooks.py)
+            return None  # a forge's webhook is authenticated by its signature, against the repo's secret (api/hooks.py)
         if request.conn_info is None:
-            return  # the error answer to a request Sanic could not read (no connection info): no handler runs
+            return None  # the error answer to a request Sanic could not read (no connection info): no handler runs
+        sessions.check_origin(request)
+        if request.path.startswith(web.PUBLIC):
+            return None
         authorization = request.headers.get("authorization")
         reason = tokens.REQUIRED if token_required else tokens.reason_on_loopback(peer_uid(request), job_uid)
+        if authorization is None and reason and await sessions.signed_in(request, app.ctx.store):
+            return None  # a browser's session counts as the token it was opened with
         if authorization is not None or reason:
-            tokens.check(authorization, await app.ctx.store.token_digests(), reason)
+            try:
+                tokens.check(authorization, await app.ctx.store.token_digests(), reason)
+            except tokens.Unauthorized as problem:
+                return sessions.refused(request, problem)
+        return None
 
     @app.before_server_start
     async def start_dispatcher(app: DefaultSanic) -> None:

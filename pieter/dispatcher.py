@@ -2,7 +2,7 @@
 records how it ended, and acks its queue entry only then (so a job claimed by a server that died is
 found again). It also listens for cancels, which may come from any server sharing the Redis.
 
-Its loops (claim, cancel, expiry) never end on an error: each is logged with its traceback, the loop backs off
+Its loops (claim, cancel, beat, expiry) never end on an error: each is logged with its traceback, the loop backs off
 and goes on, and `status` (shown by `GET /`) says what is wrong meanwhile.
 """
 
@@ -24,7 +24,7 @@ from pieter.joblog import JobLog
 from pieter.models import Job, JobSpec, Result, State, effective_settings
 from pieter.runners import inputs
 from pieter.runners.base import Outcome, Runner
-from pieter.store import CANCEL_CHANNEL, REDIS_DOWN, RETRY_SECONDS, Store, retrying
+from pieter.store import CANCEL_CHANNEL, HOST_BEAT_SECONDS, REDIS_DOWN, RETRY_SECONDS, Store, retrying
 from pieter.workspaces import JobFiles
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Dispatcher:
         self._loops: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        rounds = {"claim": self._claim_round, "cancel": self._cancel_round}
+        rounds = {"claim": self._claim_round, "cancel": self._cancel_round, "beat": self._beat_round}
         if self.config.keep_days:
             rounds["expiry"] = self._expire_round
         self._loops = [asyncio.create_task(self._forever(name, round_)) for name, round_ in rounds.items()]
@@ -207,6 +207,11 @@ class Dispatcher:
                                                                      self.config.keep_workspaces), "pruning workspaces")  # fmt: skip
         for old in beyond:
             await asyncio.to_thread(workspaces.remove_workspace, state_dir, old)
+
+    async def _beat_round(self) -> None:
+        """Tell every server sharing the Redis (the overview, /metrics) that this host is up, and its slots."""
+        await self.store.beat(self.config.host, self.config.max_jobs)
+        await asyncio.sleep(HOST_BEAT_SECONDS)
 
     async def _expire_round(self) -> None:
         """Remove the ended jobs older than PIETER_KEEP_DAYS, then wait a few minutes."""

@@ -263,6 +263,12 @@ def _branches(value: str) -> str:
     return value
 
 
+def _badge(value: str) -> str:
+    if value not in ("public", "private"):
+        raise ValueError("public or private")
+    return value
+
+
 def _sandbox(value: str) -> str:
     if value not in ("strict", "relaxed"):
         raise ValueError("strict or relaxed")
@@ -276,6 +282,7 @@ SETTINGS = {
     "memory_max": _bytes,  # PIETER_JOB_MEMORY_MAX (systemd runner)
     "tasks_max": _count,  # PIETER_JOB_TASKS_MAX (systemd runner)
     "branches": _branches,  # webhooks: only pushes to these branches (globs) queue a job
+    "badge": _badge,  # `public`: its badge is served without a token where the API needs one (pieter/web/badges.py)
     "sandbox": _sandbox,  # systemd runner: `relaxed` lifts the syscall, namespace, socket and loopback limits
 }
 

@@ -24,6 +24,15 @@ Keys (prefix `pieter:`; values readable in redis-cli):
                                          one consumer per host; acked when the job has ended
     cancel                      pubsub   job ids cancelled, for the host that runs them
     tokens                      hash     API token name → SHA-256 hex digest of its secret (see tokens.py)
+    events                      stream   {job, state, repo, scenario} per change of a job's state, capped near
+                                         EVENTS_KEPT entries: what a page that reconnects missed (Last-Event-ID)
+    events                      pubsub   the new entry's id, at once, for the pages' event streams
+    stats:results               hash     result → jobs that ended so (a counter: pruning does not lower it)
+    stats:duration_seconds, stats:queue_wait_seconds
+                                hash     histograms of ended jobs' run time and of queue waits: bucket upper
+                                         bound (`le`, cumulative) → count, `+Inf`, `sum`
+    hosts                       hash     host → its slots (PIETER_MAX_JOBS); hosts:seen zset, score = last beat
+    session:{sha256}            string   a page sign-in: the digest of the token it was made with; expires
 Only job records hold state; indexes are kept in step by the same Lua call that changes a record.
 """
 
@@ -71,9 +80,41 @@ JOB_FIELDS = (
 INT_FIELDS = {"id", "rc", "memory_peak"}
 FLOAT_FIELDS = {"timestamp", "started", "finished", "duration", "cpu_seconds"}
 
+EVENTS = PREFIX + "events"
+EVENTS_KEPT = 10_000
+BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)  # seconds: the histograms' bucket bounds
+HOST_BEAT_SECONDS = 15  # a host that has not beaten for 4 of these is not listed
+SESSION_SECONDS = 12 * 3600
+
+# Lua: what every change of a job's state also does, in the same call: an entry in the events stream, its id
+# published (the pages' event streams), and the counters and histograms of /metrics.
+_NOTIFY = """
+local function observe(key, value)
+  for _, le in ipairs({%s}) do
+    if value <= le then redis.call('HINCRBY', key, tostring(le), 1) end
+  end
+  redis.call('HINCRBY', key, '+Inf', 1)
+  redis.call('HINCRBYFLOAT', key, 'sum', string.format('%%.3f', value))
+end
+local function notify(prefix, key, id, to)
+  local f = redis.call('HMGET', key, 'repo', 'scenario', 'timestamp', 'started', 'duration', 'result')
+  if to == 'running' and tonumber(f[3] or '') and tonumber(f[4] or '') then
+    observe(prefix .. 'stats:queue_wait_seconds', math.max(0, tonumber(f[4]) - tonumber(f[3])))
+  elseif to == 'success' or to == 'fail' or to == 'cancelled' then
+    redis.call('HINCRBY', prefix .. 'stats:results', f[6] or 'unknown', 1)
+    if tonumber(f[5] or '') then observe(prefix .. 'stats:duration_seconds', tonumber(f[5])) end
+  end
+  local entry = redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', '%d', '*',
+                           'job', id, 'state', to, 'repo', f[1], 'scenario', f[2])
+  redis.call('PUBLISH', prefix .. 'events', entry)
+end
+""" % (", ".join(map(str, BUCKETS)), EVENTS_KEPT)
+
 # Lua: move job ARGV[2] from one of the states ARGV[3] (space separated) to ARGV[4], setting field pairs
 # ARGV[5..]. Returns 'ok', or the state it found ('' if there is no such job) so the caller can say why.
-_MOVE = """
+_MOVE = (
+    _NOTIFY
+    + """
 local function state_keys(prefix, repo, scenario, state)
   return {prefix .. 'jobs:state:' .. state, prefix .. 'jobs:repo:' .. repo .. ':state:' .. state,
           prefix .. 'jobs:scenario:' .. repo .. ':' .. scenario .. ':state:' .. state}
@@ -94,9 +135,11 @@ local function move(prefix, id, allowed, to, fields)
     local finished = tonumber(redis.call('HGET', key, 'finished') or '')
     if started and finished then redis.call('HSET', key, 'duration', string.format('%.3f', finished - started)) end
   end
+  notify(prefix, key, id, to)
   return 'ok'
 end
 """
+)
 # Cancel every queued job of a scenario (ARGV: prefix, repo, scenario, now).
 _CANCEL_QUEUED = """
 local function cancel_queued(prefix, repo, scenario, now)
@@ -135,6 +178,7 @@ for _, k in ipairs(state_keys(prefix, repo, scenario, 'queued')) do redis.call('
 redis.call('XADD', prefix .. 'queue', '*', 'job', id)
 redis.call('HSET', skey, 'latest_job', id)
 redis.call('HSET', rkey, 'latest_job', id)
+notify(prefix, key, id, 'queued')
 return id
 """
 )
@@ -534,9 +578,13 @@ class Store:
         """The journal cursor of the last line in the job's log ('' before the first)."""
         return _text(await self.redis.hget(f"{PREFIX}job:{job_id}", "cursor"))
 
-    async def log(self, job_id: int, offset: int = 0) -> list[bytes]:
-        """The job's output lines after the first `offset`."""
-        return await self.redis.lrange(f"{PREFIX}job:{job_id}:log", offset, -1)
+    async def log(self, job_id: int, offset: int = 0, limit: int | None = None) -> list[bytes]:
+        """The job's output lines after the first `offset` (at most `limit` of them)."""
+        end = -1 if limit is None else offset + limit - 1
+        return [] if limit == 0 else await self.redis.lrange(f"{PREFIX}job:{job_id}:log", offset, end)
+
+    async def log_length(self, job_id: int) -> int:
+        return int(await self.redis.llen(f"{PREFIX}job:{job_id}:log"))
 
     async def job_state(self, job_id: int) -> State:
         state = await self.redis.hget(f"{PREFIX}job:{job_id}", "state")
@@ -594,3 +642,89 @@ class Store:
                 pipe.zcard(f"{PREFIX}jobs:state:{state.value}")
             repos, jobs, *states = await pipe.execute()
         return {"repos": repos, "jobs": jobs, **{s.value: n for s, n in zip(State, states, strict=True)}}
+
+    # Pages, event streams and metrics (pieter/web/)
+    async def events_after(self, entry: str, count: int = 1000) -> list[tuple[str, dict[str, str]]]:
+        """The job changes recorded after stream entry `entry` (what a reconnecting page missed), oldest first."""
+        found = await self.redis.xrange(EVENTS, min=f"({entry}", count=count)
+        return [(_text(eid), {_text(k): _text(v) for k, v in fields.items()}) for eid, fields in found]
+
+    async def event(self, entry: str) -> dict[str, str] | None:
+        found = await self.redis.xrange(EVENTS, min=entry, max=entry)
+        return {_text(k): _text(v) for k, v in found[0][1].items()} if found else None
+
+    async def latest_event(self) -> str:
+        """The id of the newest entry of the events stream ('0' when it is empty): where a new page starts."""
+        found = await self.redis.xrevrange(EVENTS, count=1)
+        return _text(found[0][0]) if found else "0"
+
+    async def recent_durations(self, repo: str, scenario: str, count: int = 10) -> list[float]:
+        """Run times of a scenario's newest successful jobs, for a running job's ETA."""
+        ids = await self.redis.zrevrange(f"{PREFIX}jobs:scenario:{repo}:{scenario}:state:success", 0, count - 1)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(f"{PREFIX}job:{int(job_id)}", "duration")
+            found = await pipe.execute()
+        return [float(d) for d in found if d]
+
+    async def scenarios_latest(self) -> list[dict[str, Any]]:
+        """Every scenario of every repo with its latest ended job's id, state and result (None if it never ended)."""
+        repos = await self.repo_names()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for repo in repos:
+                pipe.zrange(f"{PREFIX}repo:{repo}:scenarios", 0, -1)
+            names = await pipe.execute()
+        pairs = [(repo, _text(s)) for repo, scenarios in zip(repos, names, strict=True) for s in scenarios]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for repo, scenario in pairs:
+                pipe.zrevrange(f"{PREFIX}jobs:scenario:{repo}:{scenario}:ended", 0, 0)
+            latest = await pipe.execute()
+        ids = [int(found[0]) if found else None for found in latest]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(f"{PREFIX}job:{job_id or 0}", "state", "result", "finished")
+            records = await pipe.execute()
+        return [{"repo": repo, "scenario": scenario, "job": job_id, "state": _text(state) or None,
+                 "result": _text(result) or None, "finished": float(finished) if finished else None}
+                for (repo, scenario), job_id, (state, result, finished) in zip(pairs, ids, records, strict=True)]  # fmt: skip
+
+    async def beat(self, host: str, slots: int) -> None:
+        """This host is up with `slots` job slots (the dispatcher says so every HOST_BEAT_SECONDS)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(PREFIX + "hosts", host, slots)
+            pipe.zadd(PREFIX + "hosts:seen", {host: time.time()})
+            await pipe.execute()
+
+    async def hosts(self) -> list[dict[str, Any]]:
+        """The hosts seen lately, with their slots and the jobs running there."""
+        seen = await self.redis.zrangebyscore(PREFIX + "hosts:seen", time.time() - 4 * HOST_BEAT_SECONDS, "+inf")
+        names = [_text(h) for h in seen]
+        slots = await self.redis.hmget(PREFIX + "hosts", names) if names else []
+        running = await self.jobs_by_id(await self.job_ids(State.RUNNING), tail=0)
+        return [{"host": name, "slots": int(n or 0), "running": sum(1 for j in running if j["host"] == name)}
+                for name, n in zip(names, slots, strict=True)]  # fmt: skip
+
+    async def stats(self) -> dict[str, dict[str, float]]:
+        """The counters and histograms kept by every change of state (_NOTIFY), for /metrics."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in ("results", "duration_seconds", "queue_wait_seconds"):
+                pipe.hgetall(f"{PREFIX}stats:{name}")
+            found = await pipe.execute()
+        return {name: {_text(k): float(v) for k, v in values.items()}
+                for name, values in zip(("results", "duration_seconds", "queue_wait_seconds"), found, strict=True)}  # fmt: skip
+
+    async def oldest_queued(self) -> float | None:
+        """When the oldest job still queued was queued (ids grow with time), or None."""
+        first = await self.redis.zrange(PREFIX + "jobs:state:queued", 0, 0)
+        stamp = await self.redis.hget(f"{PREFIX}job:{int(first[0])}", "timestamp") if first else None
+        return float(stamp) if stamp else None
+
+    async def add_session(self, session_digest: str, token_digest: str) -> None:
+        await self.redis.set(f"{PREFIX}session:{session_digest}", token_digest, ex=SESSION_SECONDS)
+
+    async def session_token(self, session_digest: str) -> str:
+        """The digest of the token a session was made with ('' for none: unknown, expired or signed out)."""
+        return _text(await self.redis.get(f"{PREFIX}session:{session_digest}"))
+
+    async def delete_session(self, session_digest: str) -> None:
+        await self.redis.delete(f"{PREFIX}session:{session_digest}")

@@ -89,13 +89,15 @@ async def delete_job(request: Request, job_id: str) -> HTTPResponse:
 
 
 async def get_log(request: Request, job_id: str) -> HTTPResponse | None:
-    """Plain text; `?offset=N` skips the first N lines; `?follow=1` streams until the job has ended."""
+    """Plain text; `?offset=N` skips the first N lines, `?limit=N` gives at most N; `?follow=1` streams until
+    the job has ended."""
     number = job_id_of(job_id)
     store = request.app.ctx.store
     offset = whole_number(request, "offset", 0, 10**9)
+    limit = whole_number(request, "limit", 0, 10**9) if "limit" in request.args else None
     state = await store.job_state(number)
     if request.args.get("follow") not in ("1", "true", "yes"):
-        return raw(_text(await store.log(number, offset)), content_type="text/plain; charset=utf-8")
+        return raw(_text(await store.log(number, offset, limit)), content_type="text/plain; charset=utf-8")
     response = await request.respond(content_type="text/plain; charset=utf-8")
     while True:
         ended = state in ENDED  # read before the lines: an ended job's log is complete

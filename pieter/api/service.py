@@ -4,7 +4,7 @@ import asyncio
 import time
 
 from sanic import DefaultSanic, Request
-from sanic.response import HTTPResponse, json
+from sanic.response import HTTPResponse, json, redirect
 
 from pieter import __version__, workspaces
 from pieter.store import REDIS_DOWN
@@ -13,6 +13,9 @@ DISK_EVERY = 60.0
 
 
 async def info(request: Request) -> HTTPResponse:
+    """The service's JSON, except to a browser (it asks for text/html), which is sent to the pages."""
+    if "text/html" in request.headers.get("accept", ""):
+        return redirect("/ui/", status=303)
     ctx = request.app.ctx
     body = {
         "name": "pieter-ci",
