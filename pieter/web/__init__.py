@@ -6,13 +6,10 @@ page needs other data than the JSON of the same path (a job page: the log's leng
 Only `GET /` looks at `Accept`: a browser, which asks for text/html, is sent to /ui/ (api/service.py).
 """
 
-from pathlib import Path
-
 from sanic import DefaultSanic
 
-from pieter.web import badges, events, metrics, pages, sessions
+from pieter.web import badges, events, metrics, pages, sessions, static
 
-STATIC = Path(__file__).parent / "static"
 PUBLIC = ("/ui/static/", "/ui/signin")  # what a person who has not signed in may load
 
 
@@ -26,6 +23,6 @@ def add_routes(app: DefaultSanic) -> None:
     app.add_route(sessions.signin_form, "/ui/signin", methods=["GET"])
     app.add_route(sessions.signin, "/ui/signin", methods=["POST"], name="signin_post")
     app.add_route(sessions.signout, "/ui/signout", methods=["POST"])
-    app.static("/ui/static/", STATIC, name="static")
+    app.add_route(static.static, "/ui/static/<name>", methods=["GET"])
     app.add_route(badges.badge, "/badge/<repo>/<name>", methods=["GET"])
     app.add_route(metrics.metrics, "/metrics", methods=["GET"])

@@ -26,7 +26,11 @@ RETRY_MS = 2000  # how soon a browser reconnects after losing the server
 
 async def events(request: Request) -> None:
     store = request.app.ctx.store
-    last = request.headers.get("last-event-id") or request.args.get("after") or ""
+    last = request.headers.get("last-event-id", "")  # empty: none (as the event-stream standard has it)
+    if "after" in request.args:
+        last = request.args.get("after", "")
+        if not last:
+            raise BadRequest("after must be an id this stream sent (digits-digits), as Last-Event-ID")
     if last and not re.fullmatch(r"[0-9]{1,20}-[0-9]{1,20}", last):
         raise BadRequest("Last-Event-ID must be an id this stream sent (digits-digits)")
     async with store.redis.pubsub() as pubsub:

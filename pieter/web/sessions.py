@@ -54,7 +54,7 @@ def refused(request: Request, problem: tokens.Unauthorized) -> HTTPResponse | No
         request.ctx.anonymous = True
         return None
     if request.method == "GET" and request.path.startswith("/ui/") and request.path != "/ui/events":
-        return redirect("/ui/signin?next=" + quote(request.path))
+        return redirect("/ui/signin?next=" + quote(request.path), status=303)
     raise problem
 
 
