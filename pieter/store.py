@@ -654,9 +654,9 @@ class Store:
         return {_text(k): _text(v) for k, v in found[0][1].items()} if found else None
 
     async def latest_event(self) -> str:
-        """The id of the newest entry of the events stream ('0' when it is empty): where a new page starts."""
+        """The id of the newest entry of the events stream ('0-0' when it is empty): where a new page starts."""
         found = await self.redis.xrevrange(EVENTS, count=1)
-        return _text(found[0][0]) if found else "0"
+        return _text(found[0][0]) if found else "0-0"
 
     async def recent_durations(self, repo: str, scenario: str, count: int = 10) -> list[float]:
         """Run times of a scenario's newest successful jobs, for a running job's ETA."""

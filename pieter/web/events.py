@@ -27,7 +27,7 @@ RETRY_MS = 2000  # how soon a browser reconnects after losing the server
 async def events(request: Request) -> None:
     store = request.app.ctx.store
     last = request.headers.get("last-event-id", "")  # empty: none (as the event-stream standard has it)
-    if "after" in request.args:
+    if "after" in request.args and not last:  # a page's first connection: after what it shows (pages.live)
         last = request.args.get("after", "")
         if not last:
             raise BadRequest("after must be an id this stream sent (digits-digits), as Last-Event-ID")

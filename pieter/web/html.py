@@ -34,8 +34,9 @@ def favicon(state: str | None) -> str:
     return "data:image/svg+xml," + quote(svg)
 
 
-def page(title: str, body: str, state: str | None = None, signed_in: bool = False) -> str:
-    """The whole document: the header, `body` in <main>, the two scripts; `state` colours the tab."""
+def page(title: str, body: str, state: str | None = None, signed_in: bool = False, since: str = "") -> str:
+    """The whole document: the header, `body` in <main>, the two scripts; `state` colours the tab. `since`: the
+    last job change the page shows (events.py), so that its event stream starts right after it."""
     symbol = SYMBOLS.get(state or "", "")
     signout = ('<form method="post" action="/ui/signout" class="signout"><button type="submit">Sign out</button>'
                "</form>") if signed_in else ""  # fmt: skip
@@ -47,7 +48,7 @@ def page(title: str, body: str, state: str | None = None, signed_in: bool = Fals
 <link rel="icon" href="{favicon(state)}">
 <link rel="stylesheet" href="/ui/static/app.css?v={__version__}">
 <script src="/ui/static/app.js?v={__version__}" defer></script>
-</head><body>
+</head><body data-since="{esc(since)}">
 <a class="skip" href="#main">Skip to content</a>
 <header><a class="brand" href="/ui/">Pieter CI</a><nav><a href="/ui/">Overview</a><a href="/ui/repos">Repos</a>
 <a href="/openapi.json">API</a></nav><span id="connection" role="status" aria-live="polite"></span>{signout}</header>

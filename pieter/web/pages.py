@@ -6,9 +6,11 @@ log.js follows it through `GET /jobs/{id}/log?follow=1`.
 """
 
 import asyncio
+import functools
 import json
 import statistics
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from sanic import Request
@@ -26,9 +28,22 @@ HISTORY = 50
 TAIL_LINES = 5000  # what the job page loads first of a long log (log.js asks for the same)
 
 
+def live(handler: Callable[..., Coroutine[Any, Any, HTTPResponse]]) -> Callable[..., Coroutine[Any, Any, HTTPResponse]]:
+    """A page whose event stream must start where its data does: the latest event is read before the data, so a
+    change made while the page is rendered or loading reaches it (its stream starts after `since`)."""
+
+    @functools.wraps(handler)
+    async def read_since_first(request: Request, **parts: str) -> HTTPResponse:
+        request.ctx.since = await request.app.ctx.store.latest_event()
+        return await handler(request, **parts)
+
+    return read_since_first
+
+
 def render(request: Request, title: str, body: str, state: str | None = None) -> HTTPResponse:
     signed_in = bool(request.cookies.get("pieter_session"))
-    return html(page(title, body, state, signed_in), headers={"cache-control": "no-store"})
+    shown = page(title, body, state, signed_in, request.ctx.since)
+    return html(shown, headers={"cache-control": "no-store"})
 
 
 async def eta(store: Any, job: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +66,7 @@ def running_row(job: dict[str, Any]) -> str:
             f"<td>{esc(job['host'])}</td><td>{when(job['started'])}</td><td>{bar}</td></tr>")  # fmt: skip
 
 
+@live
 async def overview(request: Request) -> HTTPResponse:
     store = request.app.ctx.store
     _, running = await store.list_jobs(None, None, State.RUNNING.value, 0, 200)
@@ -86,6 +102,7 @@ async def overview(request: Request) -> HTTPResponse:
     return render(request, "Overview", body, worst)
 
 
+@live
 async def repos(request: Request) -> HTTPResponse:
     scenarios = await request.app.ctx.store.scenarios_latest()
     names = await request.app.ctx.store.repo_names()
@@ -96,6 +113,7 @@ async def repos(request: Request) -> HTTPResponse:
     return render(request, "Repos", f'<h1>Repos</h1><div data-live id="repos">{listing}</div>')
 
 
+@live
 async def repo(request: Request, repo: str) -> HTTPResponse:
     store = request.app.ctx.store
     shown = await store.repo(check_name("repo", repo))
@@ -125,6 +143,7 @@ async def schedule_text(repo: str, scenario: str) -> str:
     return f"<code>{esc(found['on_calendar'])}</code>, next run {when(found['next_elapse'])}"
 
 
+@live
 async def scenario(request: Request, repo: str, scenario: str) -> HTTPResponse:
     store = request.app.ctx.store
     check_name("repo", repo)
@@ -156,6 +175,7 @@ async def scenario(request: Request, repo: str, scenario: str) -> HTTPResponse:
     return render(request, f"{repo}/{scenario}", body, history[0]["state"] if history else None)
 
 
+@live
 async def job(request: Request, job_id: str) -> HTTPResponse:
     store = request.app.ctx.store
     number = job_id_of(job_id)

@@ -7,6 +7,7 @@
   const log = document.getElementById("log");
   let pending = null;
   let lost = false;
+  let events = null;
 
   async function refresh() {
     pending = null;
@@ -33,7 +34,9 @@
   }
 
   function connect() {
-    const events = new EventSource("/ui/events");
+    // After the last change the page shows; on a reconnect the browser's Last-Event-ID takes over.
+    const since = document.body.dataset.since;
+    events = new EventSource(since ? `/ui/events?after=${encodeURIComponent(since)}` : "/ui/events");
     events.addEventListener("open", () => {
       banner.textContent = "";
       banner.className = "";
@@ -142,6 +145,15 @@
     }
   });
 
-  connect();
+  // A page kept in the back-forward cache must not keep its stream: a browser opens at most 6 connections to
+  // one server over HTTP/1.1, and a few cached pages would stall every request of the page in front.
+  window.addEventListener("pagehide", () => events && events.close());
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted && events) {
+      connect();
+      soon();
+    }
+  });
+  if (!document.querySelector("form.signin")) connect(); // the sign-in form has no job to show
   setInterval(tick, 1000);
 })();

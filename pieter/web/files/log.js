@@ -17,6 +17,7 @@
   let stick = true; // keep the end in view
   let style = {}; // ANSI attributes carry from line to line, as in a terminal
   let hit = null;
+  let reading = null; // the follow request, aborted while the page sits in the back-forward cache (app.js)
 
   const SGR = /\x1b\[([0-9;]*)m/g;
   const OTHER = /\x1b(?:\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][A-Za-z0-9]|[=>NOMDEHc78])/g;
@@ -151,7 +152,8 @@
   }
 
   async function stream() {
-    const response = await fetch(`/jobs/${job}/log?follow=1&offset=${next}`);
+    reading = new AbortController();
+    const response = await fetch(`/jobs/${job}/log?follow=1&offset=${next}`, { signal: reading.signal });
     if (response.status === 404) return;
     if (!response.ok) throw new Error(`${response.status}`);
     const reader = response.body.getReader();
@@ -195,6 +197,7 @@
     follow.hidden = true;
   });
   earlier.addEventListener("click", loadEarlier);
+  window.addEventListener("pagehide", () => reading && reading.abort()); // keepFollowing goes on when shown again
   window.addEventListener("hashchange", reach);
 
   search.addEventListener("keydown", (event) => {
