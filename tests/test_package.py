@@ -249,6 +249,17 @@ def test_original_walkthrough(sb: SystemdSandbox) -> None:
     assert not sb.path(f"/var/lib/pieter-ci/workspaces/{job_id}").exists()
 
 
+def test_web_page_and_metrics(sb: SystemdSandbox) -> None:
+    """The pages, their files (package_data) and /metrics (python3-prometheus-client, a Depends) from the package."""
+    status, page = http(sb, "GET", f"{API}/ui/", "Accept:text/html")
+    assert status == 200 and "<h1>Overview</h1>" in str(page), page
+    for name in ("app.css", "app.js", "log.js"):
+        status, text = http(sb, "GET", f"{API}/ui/static/{name}")
+        assert status == 200 and len(str(text)) > 1000, (name, text)
+    status, metrics = http(sb, "GET", f"{API}/metrics")
+    assert status == 200 and "pieter_redis_up 1.0" in str(metrics), metrics
+
+
 def test_redis_is_private_and_persistent(sb: SystemdSandbox) -> None:
     sock = "/run/redis-pieter-ci/redis-server.sock"
     assert "PIETER_REDIS_URL=unix://" + sock in sb.path("/etc/pieter-ci/pieter.conf").read_text()
