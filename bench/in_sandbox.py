@@ -33,7 +33,7 @@ from pieter.joblog import JobLog
 from pieter.models import JobSpec, Result
 from pieter.runners import inputs
 from pieter.runners.base import Outcome
-from pieter.runners.systemctl import unit_name
+from pieter.runners.manager import unit_name
 from pieter.runners.systemd import SystemdRunner
 from pieter.store import PREFIX
 from pieter.workspaces import JobFiles

@@ -29,7 +29,7 @@ from pieter.runners import inputs
 from pieter.runners.base import Outcome
 from pieter.runners.collector import collector_config, outcome_of
 from pieter.runners.follower import JournalFollower
-from pieter.runners.systemctl import ACTIVE, unit_name, unit_property, unit_state
+from pieter.runners.manager import ACTIVE, Manager, SystemdError, unit_name
 from pieter.store import REDIS_DOWN, Store
 from pieter.units import exec_line, pieter_command, pieter_environment
 from pieter.workspaces import JobFiles, job_files
@@ -76,6 +76,7 @@ class SystemdRunner:
             raise ConfigError(f"PIETER_STATE_DIR={config.state_dir} must be under {STATE_ROOT} for the systemd "
                               "runner (job workspaces are the units' StateDirectory=)") from None  # fmt: skip
         self.ip_filters = cgroup_v2()
+        self.manager = Manager()
         config.state_dir.mkdir(parents=True, exist_ok=True)
         environment = {**pieter_environment(config), "PIETER_CONFIG": str(collector_config(config))}
         self.collector = ["/usr/bin/env", *(f"{k}={v}" for k, v in environment.items()), *pieter_command("collect")]
@@ -147,16 +148,17 @@ class SystemdRunner:
 
     async def find_invocation(self, unit: str, started: float | None) -> str:
         """The id of the unit's run: from systemd while it is loaded, else from the journal."""
-        if await unit_state(unit):
-            return await unit_property(unit, "InvocationID")
+        if await self.manager.unit_state(unit):
+            return await self.manager.invocation(unit)
         return await asyncio.to_thread(first_invocation, unit, started - 1) if started else ""
 
     async def cancel(self, job_id: int) -> None:
         """Stop the unit: systemd kills its whole cgroup, leftovers.py whatever escaped; its collector still
         completes the log."""
-        rc, out = await output("systemctl", "stop", "--no-block", unit_name(job_id))
-        if rc != 0:
-            logger.warning("job %s: systemctl stop failed: %s", job_id, out)
+        try:
+            await self.manager.stop(unit_name(job_id))
+        except SystemdError as e:  # gone meanwhile, say
+            logger.warning("job %s: stopping its unit failed: %s", job_id, e)
 
     def owns(self, job_id: int, pid: int, uid: int) -> bool:
         """A process running as the unit's dynamic user: only the unit's processes do, and systemd gave that user
@@ -190,12 +192,12 @@ class Following:
             logger.warning("job %s: Redis unavailable (%s); following resumes when it is back", self.job_id, e)
             await asyncio.sleep(1.0)
             return None
-        except Exception:  # the journal: the collector still completes the log; start afresh
-            logger.exception("job %s: following its journal failed; starting again", self.job_id)
+        except Exception:  # the journal, the bus: the collector still completes the log; start afresh
+            logger.exception("job %s: following its journal or unit failed; starting again", self.job_id)
             self.close()
             await asyncio.sleep(POLL)
             return None
-        if copied or await unit_state(self.unit) in ACTIVE:
+        if copied or await self.runner.manager.unit_state(self.unit) in ACTIVE:
             self.stopped_since = None
             return None
         self.stopped_since = self.stopped_since or time.monotonic()
