@@ -77,7 +77,7 @@ def run(ctx: Context) -> list[Figure]:
     if sandbox is None:
         return found
 
-    def server_cpu() -> float:  # utime, stime and its reaped children's (systemd-run), in clock ticks
+    def server_cpu() -> float:  # utime, stime and its reaped children's, in clock ticks
         fields = "$(cut -d' ' -f14-17 /proc/$(systemctl show -P MainPID pieter-test.service)/stat)"
         return int(sandbox.sh(f"set -- {fields}; echo $(($1 + $2 + $3 + $4))")) / os.sysconf("SC_CLK_TCK")
 

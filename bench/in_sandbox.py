@@ -2,7 +2,7 @@
 Python, so that Pieter and its baseline are timed by the same process on the same clock. Prints JSON.
 
 The baseline unit is started by `SystemdRunner.run` itself with only its `follow` left out: the same
-`properties()`, the same `systemd-run` command line, spawned the same way; what differs from a Pieter job is
+`properties()`, the same StartTransientUnit call over D-Bus; what differs from a Pieter job is
 everything before it (HTTP, Redis, the queue, the workspace) and nothing after it.
 
     in_sandbox.py start N CLONES     N jobs of a repo without a source and N baseline units, alternating;
@@ -34,7 +34,7 @@ from pieter.models import JobSpec, Result
 from pieter.runners import inputs
 from pieter.runners.base import Outcome
 from pieter.runners.manager import unit_name
-from pieter.runners.systemd import SystemdRunner
+from pieter.runners.systemd import Property, SystemdRunner
 from pieter.store import PREFIX
 from pieter.workspaces import JobFiles
 
@@ -45,14 +45,14 @@ BASELINE_IDS = 900_000  # job ids of the baseline units, far above the server's
 
 
 class Direct(SystemdRunner):
-    """`systemd-run` with a job's properties, exactly as the server starts it, and nothing more."""
+    """A unit with a job's properties, started exactly as the server starts it, and nothing more."""
 
     async def follow(self, job_id: int, log: JobLog) -> Outcome:
         return Outcome(Result.SUCCESS)
 
 
 class PrintedLog(JobLog):
-    """What the runner would log (only a failed systemd-run), on stderr."""
+    """What the runner would log (only a unit systemd refused), on stderr."""
 
     def __init__(self) -> None:
         pass
@@ -62,8 +62,8 @@ class PrintedLog(JobLog):
 
 
 class JournaldOnly(Direct):
-    def properties(self, job: JobSpec, files: JobFiles) -> list[str]:
-        return [p for p in super().properties(job, files) if not p.startswith("ExecStopPost=")]
+    def properties(self, job: JobSpec, files: JobFiles) -> list[Property]:
+        return [p for p in super().properties(job, files) if p[0] != "ExecStopPostEx"]
 
 
 def server_environment() -> dict[str, str]:
@@ -118,7 +118,7 @@ class Bench:
         return first_stamp(self.db.lrange(f"{PREFIX}job:{job_id}:log", 0, -1)) - t0
 
     def baseline_unit(self, runner: Direct, source: str = "", script: bytes = STAMP_SCRIPT) -> tuple[float, str]:
-        """systemd-run → the script's first instruction, for one unit with a job's properties."""
+        """The start call → the script's first instruction, for one unit with a job's properties."""
         self.next_baseline += 1
         job = cast(JobSpec, {"id": self.next_baseline, "repo": "bench", "scenario": "baseline", "settings": {},
                              "env": {}, "raw_source": source, "script": script})  # fmt: skip

@@ -2,7 +2,7 @@
 at a time, each waited for to its end. Pieter and its baseline alternate, so drift hits both alike.
 
 Local runner: baseline `sh -c 'exec /bin/bash SCRIPT'` from Python (a bare fork/exec of the same script).
-systemd runner (in the sandbox, see in_sandbox.py): baseline a unit with the same properties, by `systemd-run`.
+systemd runner (in the sandbox, see in_sandbox.py): baseline a unit with the same properties, started by the same D-Bus call.
 Shallow clone: what a `git clone --depth 1` of a small local repo adds to the start, beside a bare clone.
 """
 

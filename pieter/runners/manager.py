@@ -11,7 +11,6 @@ from typing import Any
 from dbus_next.aio.message_bus import MessageBus
 from dbus_next.constants import BusType, MessageType
 from dbus_next.message import Message
-from dbus_next.signature import Variant
 
 SYSTEMD = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
@@ -82,7 +81,7 @@ class Manager:
         """Stop the unit (without waiting for it to be stopped)."""
         await self.call(MANAGER_PATH, MANAGER, "StopUnit", "ss", [unit, "replace"])
 
-    async def start_transient(self, unit: str, properties: list[tuple[str, Variant]]) -> None:
+    async def start_transient(self, unit: str, properties: list[list[Any]]) -> None:
         """Start a transient service with these properties (without waiting for it to be started)."""
         await self.call(MANAGER_PATH, MANAGER, "StartTransientUnit", "ssa(sv)a(sa(sv))",
                         [unit, "fail", properties, []])  # fmt: skip
