@@ -197,7 +197,7 @@ class Context:
             # Logs of 1M lines; no idle exit; no start rate limit (the cold-start benchmark restarts it often).
             sandbox.sandbox.path("/run/systemd/system/pieter-test.service.d/bench.conf").write_text(
                 "[Unit]\nStartLimitIntervalSec=0\n"
-                "[Service]\nEnvironment=PIETER_LOG_MAX_BYTES=200000000 PIETER_IDLE_EXIT=0\n")  # fmt: skip
+                "[Service]\nEnvironment=PIETER_LOG_MAX_BYTES=200000000 PIETER_IDLE_EXIT=0 PIETER_MAX_JOBS=8\n")  # fmt: skip
             sandbox.sh("systemctl daemon-reload")
             self._sandbox = sandbox
         return self._sandbox

@@ -2,12 +2,13 @@
 Python, so that Pieter and its baseline are timed by the same process on the same clock. Prints JSON.
 
 The baseline unit is started by `SystemdRunner.run` itself with only its `follow` left out: the same
-`properties()`, the same `systemd-run` command line, spawned the same way; what differs from a Pieter job is
+`properties()`, the same StartTransientUnit call over D-Bus; what differs from a Pieter job is
 everything before it (HTTP, Redis, the queue, the workspace) and nothing after it.
 
     in_sandbox.py start N CLONES     N jobs of a repo without a source and N baseline units, alternating;
                                      in the first CLONES rounds also one of each with a shallow clone of a
                                      small local repo
+    in_sandbox.py startcall N        N small units started over D-Bus and N by systemd-run, alternating
     in_sandbox.py journald LINES     a unit with a job's properties (less the collector) printing LINES lines:
                                      seconds until the last is in the journal, and how many are there
 """
@@ -20,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -33,8 +35,8 @@ from pieter.joblog import JobLog
 from pieter.models import JobSpec, Result
 from pieter.runners import inputs
 from pieter.runners.base import Outcome
-from pieter.runners.systemctl import unit_name
-from pieter.runners.systemd import SystemdRunner
+from pieter.runners.manager import Manager, unit_name
+from pieter.runners.systemd import Property, SystemdRunner, command, prop
 from pieter.store import PREFIX
 from pieter.workspaces import JobFiles
 
@@ -45,14 +47,14 @@ BASELINE_IDS = 900_000  # job ids of the baseline units, far above the server's
 
 
 class Direct(SystemdRunner):
-    """`systemd-run` with a job's properties, exactly as the server starts it, and nothing more."""
+    """A unit with a job's properties, started exactly as the server starts it, and nothing more."""
 
     async def follow(self, job_id: int, log: JobLog) -> Outcome:
         return Outcome(Result.SUCCESS)
 
 
 class PrintedLog(JobLog):
-    """What the runner would log (only a failed systemd-run), on stderr."""
+    """What the runner would log (only a unit systemd refused), on stderr."""
 
     def __init__(self) -> None:
         pass
@@ -62,8 +64,8 @@ class PrintedLog(JobLog):
 
 
 class JournaldOnly(Direct):
-    def properties(self, job: JobSpec, files: JobFiles) -> list[str]:
-        return [p for p in super().properties(job, files) if not p.startswith("ExecStopPost=")]
+    def properties(self, job: JobSpec, files: JobFiles) -> list[Property]:
+        return [p for p in super().properties(job, files) if p[0] != "ExecStopPostEx"]
 
 
 def server_environment() -> dict[str, str]:
@@ -118,7 +120,7 @@ class Bench:
         return first_stamp(self.db.lrange(f"{PREFIX}job:{job_id}:log", 0, -1)) - t0
 
     def baseline_unit(self, runner: Direct, source: str = "", script: bytes = STAMP_SCRIPT) -> tuple[float, str]:
-        """systemd-run → the script's first instruction, for one unit with a job's properties."""
+        """The start call → the script's first instruction, for one unit with a job's properties."""
         self.next_baseline += 1
         job = cast(JobSpec, {"id": self.next_baseline, "repo": "bench", "scenario": "baseline", "settings": {},
                              "env": {}, "raw_source": source, "script": script})  # fmt: skip
@@ -127,12 +129,14 @@ class Bench:
         handoff = Handoff(files.handoff, inputs.clone_secrets(job, {}), partial(runner.owns, job["id"]))
 
         async def start() -> float:
+            runner.manager = Manager()  # a bus connection per event loop (each unit has an asyncio.run of its own)
             await handoff.open()
             t0 = time.time()
             await runner.run(job, files, PrintedLog())
             while source and not await asyncio.to_thread(unit_gone, unit_name(job["id"])):  # its clone asks
                 await asyncio.sleep(0.01)
             handoff.close()
+            runner.manager.close()
             return t0
 
         return asyncio.run(start()), unit_name(job["id"])
@@ -179,8 +183,47 @@ class Bench:
         return {"seconds": seconds, "lines": int(count), "journal": usage}
 
 
+def start_calls(n: int) -> dict[str, list[float]]:
+    """What starting a unit over D-Bus saves against a `systemd-run` process (the runner's path until 0.2.0): the
+    same small unit (`PrivateDevices=`, a shell writing the time to a file) started both ways, alternating; seconds
+    from the call to the unit's first instruction."""
+    stamps = Path("/run/pieter-bench-stamps")
+    stamps.mkdir(exist_ok=True)
+    manager = Manager()
+
+    async def one(way: str, i: int) -> float:
+        stamp = stamps / f"{way}-{i}-{time.time_ns()}"
+        argv = ["/bin/sh", "-c", f"date +%s.%N > {stamp}.tmp && mv {stamp}.tmp {stamp}"]
+        unit = f"pieter-bench-{way}-{stamp.name}.service"
+        t0 = time.time()
+        if way == "dbus":
+            await manager.start_transient(unit, [prop("PrivateDevices", "b", True), prop("CollectMode", "s",
+                                          "inactive-or-failed"), prop("ExecStart", "a(sasb)", [command(argv)])])  # fmt: skip
+        else:
+            started = await asyncio.create_subprocess_exec("systemd-run", "--no-block", "--quiet", "--collect",
+                                                           f"--unit={unit}", "-p", "PrivateDevices=yes", "--", *argv)  # fmt: skip
+            await started.wait()
+        while not stamp.exists():
+            await asyncio.sleep(0.001)
+        return float(stamp.read_text()) - t0
+
+    async def alternate() -> dict[str, list[float]]:
+        found: dict[str, list[float]] = {"dbus": [], "systemd-run": []}
+        for i in range(n + 3):  # the first three warm up
+            for way in found:
+                seconds = await asyncio.wait_for(one(way, i), 30)
+                found[way] += [seconds] if i >= 3 else []
+        manager.close()
+        return found
+
+    return asyncio.run(alternate())
+
+
 if __name__ == "__main__":
-    command, *args = sys.argv[1:]
-    bench = Bench()
-    result = bench.start(int(args[0]), int(args[1])) if command == "start" else bench.journald(int(args[0]))
-    print(json.dumps(result))
+    command_name, *args = sys.argv[1:]
+    if command_name == "startcall":
+        print(json.dumps(start_calls(int(args[0]))))
+    else:
+        bench = Bench()
+        result = bench.start(int(args[0]), int(args[1])) if command_name == "start" else bench.journald(int(args[0]))
+        print(json.dumps(result))

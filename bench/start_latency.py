@@ -2,7 +2,7 @@
 at a time, each waited for to its end. Pieter and its baseline alternate, so drift hits both alike.
 
 Local runner: baseline `sh -c 'exec /bin/bash SCRIPT'` from Python (a bare fork/exec of the same script).
-systemd runner (in the sandbox, see in_sandbox.py): baseline a unit with the same properties, by `systemd-run`.
+systemd runner (in the sandbox, see in_sandbox.py): baseline a unit with the same properties, started by the same D-Bus call.
 Shallow clone: what a `git clone --depth 1` of a small local repo adds to the start, beside a bare clone.
 """
 
@@ -101,6 +101,7 @@ def systemd(ctx: Context) -> list[Figure]:
     n, clones = ctx.n(100, 10), ctx.n(20, 5)
     found = json.loads(ctx.in_sandbox("start", str(n), str(clones)))
     pieter, unit = found["pieter"], found["unit"]
+    calls = json.loads(ctx.in_sandbox("startcall", str(n)))
 
     def adds(kind: str) -> list[float]:  # each clone beside the plain job of its round
         return ms([clone - plain for clone, plain in zip(found[kind + "_clone"], found[kind])])
@@ -110,6 +111,8 @@ def systemd(ctx: Context) -> list[Figure]:
                "≤ 1.3×", statistics.median(pieter) <= 1.3 * statistics.median(unit)),
         Figure("1 start", f"systemd: a shallow clone adds, {clones} jobs", "ms", adds("pieter"), "same in the unit",
                adds("unit")),
+        Figure("1 start", f"systemd: a small unit started over D-Bus, {n} units", "ms", ms(calls["dbus"]),
+               "the same by systemd-run", ms(calls["systemd-run"])),
     ]  # fmt: skip
 
 

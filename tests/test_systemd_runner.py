@@ -184,7 +184,7 @@ def test_job_unit_exposure_is_low(api, systemd_pieter):
     wait_for_log(api, job_id, "up")  # its unit runs, not only its record
     report = systemd_pieter.sh(f"systemd-analyze security --no-pager pieter-job-{job_id}.service")
     exposure = float(report.rsplit("Overall exposure level", 1)[1].split(":")[1].split()[0])
-    assert exposure <= 2.5, report
+    assert exposure <= 1.5, report
     api.post(f"/jobs/{job_id}/cancel")
 
 

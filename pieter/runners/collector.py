@@ -20,7 +20,7 @@ from pieter.models import Result, State
 from pieter.runners import inputs
 from pieter.runners.base import Outcome
 from pieter.runners.follower import JournalFollower
-from pieter.runners.systemctl import unit_name, unit_property
+from pieter.runners.manager import Manager, unit_name
 from pieter.store import Store, connect, retrying
 from pieter.workspaces import job_files
 
@@ -70,7 +70,11 @@ async def collect(config: Config, job_id: int, environ: dict[str, str]) -> None:
     files = job_files(config.state_dir, job_id)
     # A clone that never asked for its secrets: nobody may, once the unit is gone (its dynamic uid is free again)
     files.handoff.unlink(missing_ok=True)
-    cgroup = await unit_property(unit, "ControlGroup")
+    manager = Manager()
+    try:
+        cgroup = await manager.control_group(unit)
+    finally:
+        manager.close()
     outcome = outcome_of(environ.get("SERVICE_RESULT", ""), environ.get("EXIT_CODE", ""),
                          environ.get("EXIT_STATUS", ""), oom_kills(cgroup) > 0)  # fmt: skip
     follower = JournalFollower(JobLog(store, job_id, inputs.masks(files)), unit, invocation)

@@ -34,7 +34,22 @@ def alive(uid: int) -> int:
     return count
 
 
+def leave_cpu_quota() -> None:
+    """On cgroup v1, move to the root of the cpu hierarchy: the unit's CPUQuota= is shared with whatever the job left
+    running (500 processes of a fork bomb would leave this one a 500th of it). systemd follows the unit by another
+    hierarchy (name=systemd), where this process stays. On cgroup v2 there is no such path (and systemd's own kill
+    before ExecStopPost= is whole there)."""
+    for path in ("/sys/fs/cgroup/cpu,cpuacct/cgroup.procs", "/sys/fs/cgroup/cpu/cgroup.procs"):
+        try:
+            with open(path, "w") as f:
+                f.write(str(os.getpid()))
+            return
+        except OSError:
+            continue
+
+
 def main() -> int:
+    leave_cpu_quota()
     try:
         uid = os.stat(sys.argv[1]).st_uid
     except OSError:

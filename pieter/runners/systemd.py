@@ -1,4 +1,4 @@
-"""The systemd runner: each job a transient service `pieter-job-<id>.service`, made with `systemd-run`.
+"""The systemd runner: each job a transient service `pieter-job-<id>.service`, started over D-Bus.
 
 A job's unit runs `job.sh` as a user of its own (DynamicUser), with CPU, memory, task and runtime limits, in
 `pieter-jobs.slice`: its clone as the unit's `ExecStartPre=`, its script as `ExecStart=`. Its output goes to the
@@ -14,24 +14,28 @@ and no result of its own once the server that started it has exited idle.
 """
 
 import asyncio
+import errno
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from dbus_next.signature import Variant
 
 from pieter.config import Config, ConfigError
 from pieter.joblog import JobLog
 from pieter.journal import first_invocation, unit_end
 from pieter.models import Job, JobSpec, Result, State, effective_settings
-from pieter.processes import output
 from pieter.runners import inputs
 from pieter.runners.base import Outcome
 from pieter.runners.collector import collector_config, outcome_of
 from pieter.runners.follower import JournalFollower
-from pieter.runners.systemctl import ACTIVE, unit_name, unit_property, unit_state
+from pieter.runners.manager import ACTIVE, Manager, SystemdError, unit_name
 from pieter.store import REDIS_DOWN, Store
-from pieter.units import exec_line, pieter_command, pieter_environment
+from pieter.units import pieter_command, pieter_environment
 from pieter.workspaces import JobFiles, job_files
 
 logger = logging.getLogger(__name__)  # `log` is a job's log here
@@ -42,21 +46,61 @@ LEFTOVERS = Path(__file__).with_name("leftovers.py")
 COLLECTOR_GRACE = 5.0  # seconds a stopped unit's collector has to record its end before the journal is asked
 LOST_AFTER = 30.0  # seconds a unit may be stopped, with no end recorded nor logged by systemd, before it is `lost`
 POLL = 0.5
+Property = list[Any]  # [name, Variant]: one of StartTransientUnit's properties (systemd.resource-control(5) and
+# systemd.exec(5) name them; org.freedesktop.systemd1(5) gives their D-Bus types)
+INFINITY = 2**64 - 1  # systemd's USEC_INFINITY
+
+
+def prop(name: str, signature: str, value: Any) -> Property:
+    return [name, Variant(signature, value)]
+
+
 # The sandbox every job unit gets (DynamicUser= already implies ProtectSystem=strict, PrivateTmp=,
 # RemoveIPC=, NoNewPrivileges= and RestrictSUIDSGID=), chosen so that compilers, JITs and network clones work.
 # /dev/shm: PrivateDevices= binds the host's into the unit's /dev, shared by every job; each gets its own.
-SANDBOX = (
-    "DynamicUser=yes", "ProtectHome=yes", "PrivateDevices=yes", "PrivateIPC=yes", "ProtectKernelTunables=yes",
-    "ProtectKernelModules=yes", "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes",
-    "ProtectHostname=yes", "RestrictRealtime=yes", "LockPersonality=yes", "CapabilityBoundingSet=",
-    "ProtectProc=invisible", "SystemCallArchitectures=native", "UMask=0077", "TemporaryFileSystem=/dev/shm:mode=1777",
-)  # fmt: skip
+SANDBOX = [
+    *(prop(name, "b", True) for name in (
+        "DynamicUser", "PrivateDevices", "PrivateIPC", "ProtectKernelTunables", "ProtectKernelModules",
+        "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock", "ProtectHostname", "RestrictRealtime",
+        "LockPersonality")),
+    prop("ProtectHome", "s", "yes"), prop("ProtectProc", "s", "invisible"), prop("CapabilityBoundingSet", "t", 0),
+    prop("SystemCallArchitectures", "as", ["native"]), prop("UMask", "u", 0o077),
+    prop("TemporaryFileSystem", "a(ss)", [["/dev/shm", "mode=1777"]]),
+]  # fmt: skip
 # Tighter still, unless a scenario says `sandbox==relaxed`: these stop some builds (debuggers and sanitizers
 # need ptrace, container tools need namespaces), and then the scenario may relax them.
-STRICT = (
-    "SystemCallFilter=@system-service", "SystemCallErrorNumber=EPERM", "RestrictNamespaces=yes",
-    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", "PrivateUsers=yes",
-)  # fmt: skip
+STRICT = [
+    prop("SystemCallFilter", "(bas)", [True, ["@system-service"]]), prop("SystemCallErrorNumber", "i", errno.EPERM),
+    prop("RestrictNamespaces", "t", 0),  # no namespace type allowed
+    prop("RestrictAddressFamilies", "(bas)", [True, ["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"]]),
+    prop("PrivateUsers", "b", True),
+]  # fmt: skip
+# IPAddressDeny=localhost: the API and anything else on loopback (needs cgroup v2's BPF)
+DENY_LOOPBACK = prop("IPAddressDeny", "a(iayu)", [[socket.AF_INET, bytes([127, 0, 0, 0]), 8],
+                                                   [socket.AF_INET6, bytes(15) + b"\x01", 128]])  # fmt: skip
+SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def cpu_quota(percent: str) -> Property:
+    """CPUQuota=150% as systemd-run sends it: CPU time per second of wall clock, in µs."""
+    return prop("CPUQuotaPerSecUSec", "t", int(percent.rstrip("%")) * 10_000)
+
+
+def memory_max(size: str) -> Property:
+    """MemoryMax=512M (base 1024) or MemoryMax=25% (of the host's memory, as a fraction of 2^32 - 1)."""
+    if size.endswith("%"):
+        return prop("MemoryMaxScale", "u", int(size[:-1]) * 100 * (2**32 - 1) // 10_000)
+    return prop("MemoryMax", "t", int(size.rstrip("KMGT")) * SIZE_UNITS[size.lstrip("0123456789")])
+
+
+def command(argv: list[str]) -> list[Any]:
+    """An Exec*= command: its path, its argv, and whether a failure is ignored (never)."""
+    return [argv[0], argv, False]
+
+
+def privileged(argv: list[str]) -> list[Any]:
+    """An Exec*Ex= command run with full privileges, outside the sandbox: a unit file's `+` prefix."""
+    return [argv[0], argv, ["privileged"]]
 
 
 def cgroup_v2() -> bool:
@@ -76,57 +120,57 @@ class SystemdRunner:
             raise ConfigError(f"PIETER_STATE_DIR={config.state_dir} must be under {STATE_ROOT} for the systemd "
                               "runner (job workspaces are the units' StateDirectory=)") from None  # fmt: skip
         self.ip_filters = cgroup_v2()
+        self.manager = Manager()
         config.state_dir.mkdir(parents=True, exist_ok=True)
         environment = {**pieter_environment(config), "PIETER_CONFIG": str(collector_config(config))}
         self.collector = ["/usr/bin/env", *(f"{k}={v}" for k, v in environment.items()), *pieter_command("collect")]
 
-    def properties(self, job: JobSpec, files: JobFiles) -> list[str]:
+    def properties(self, job: JobSpec, files: JobFiles) -> list[Property]:
+        """What the job's unit is made of: the sandbox, its limits, its steps and its ExecStopPost= programs."""
         settings = effective_settings(job, self.config)
         job_id = str(job["id"])
+        timeout = settings.timeout * 1_000_000 or INFINITY
+        steps = [("ExecStartPre", "clone")] if job["raw_source"] else []  # its own step: only its failure is `error`
         props = [
-            f"Description=Pieter CI job {job_id}",
+            prop("Description", "s", f"Pieter CI job {job_id}"),
+            prop("Slice", "s", SLICE),
+            prop("CollectMode", "s", "inactive-or-failed"),  # gone once it ended, failed or not
             *SANDBOX,
-            f"StateDirectory={self.state_directory / 'workspaces' / job_id} "
-            f"{self.state_directory / 'artifacts' / job_id}",
-            f"WorkingDirectory={files.workspace}",
-            "CPUAccounting=yes",
-            "MemoryAccounting=yes",
-            f"CPUQuota={settings.cpu_quota}",
-            f"MemoryMax={settings.memory_max}",
-            f"TasksMax={settings.tasks_max}",
-            # No line lost to journald's rate limit. `LogRateLimitIntervalSec=0` would say so, but systemd 252
-            # does not hand a 0 to journald (it exports only non-zero limits), which then keeps its default
-            # (10,000 lines per 30 s, scaled by free disk): a burst no job reaches does the same.
-            "LogRateLimitIntervalSec=1s",
-            "LogRateLimitBurst=100000000",
-            "ExecStopPost=+" + exec_line([sys.executable, "-I", "-S", str(LEFTOVERS), str(files.workspace)]),
-            "ExecStopPost=+" + exec_line([*self.collector, job_id]),
+            prop("StateDirectory", "as", [str(self.state_directory / kind / job_id) for kind in ("workspaces", "artifacts")]),
+            prop("WorkingDirectory", "s", str(files.workspace)),
+            prop("CPUAccounting", "b", True),
+            prop("MemoryAccounting", "b", True),
+            cpu_quota(settings.cpu_quota),
+            memory_max(settings.memory_max),
+            prop("TasksMax", "t", settings.tasks_max),
+            # No line lost to journald's rate limit. An interval of 0 would say so, but systemd 252 does not hand
+            # a 0 to journald (it exports only non-zero limits), which then keeps its default (10,000 lines per
+            # 30 s, scaled by free disk): a burst no job reaches does the same.
+            prop("LogRateLimitIntervalUSec", "t", 1_000_000),
+            prop("LogRateLimitBurst", "u", 100_000_000),
+            prop("ExecStopPostEx", "a(sasas)", [
+                privileged([sys.executable, "-I", "-S", str(LEFTOVERS), str(files.workspace)]),
+                privileged([*self.collector, job_id])]),
             # The job's files, and job.sh itself: a job cannot see /tmp, /home or /root, where a checkout of
             # Pieter may live, so systemd hands it copies only its user can read.
-            *(f"LoadCredential={f.name}:{f}" for f in [*inputs.handed(files), inputs.JOB_WRAPPER,
-                                                        inputs.CLONE_CONFIG, inputs.RECEIVER]),
-            "TimeoutStopSec=5s",  # a job that ignores SIGTERM (a timeout, a cancel) is killed 5 s later
+            prop("LoadCredential", "a(ss)", [[f.name, str(f)] for f in [*inputs.handed(files), inputs.JOB_WRAPPER,
+                                                                          inputs.CLONE_CONFIG, inputs.RECEIVER]]),
+            prop("TimeoutStopUSec", "t", 5_000_000),  # a job that ignores SIGTERM (a timeout, a cancel): killed 5 s later
+            prop("TimeoutStartUSec", "t", timeout),  # the clone's
+            *([prop("RuntimeMaxUSec", "t", timeout)] if settings.timeout else []),  # the script's
+            *(prop(name, "a(sasb)", [command(step_argv(step))]) for name, step in [*steps, ("ExecStart", "run")]),
         ]  # fmt: skip
-        if job["raw_source"]:  # the clone: its own step, so that only its failure reads as `error`
-            props.append("ExecStartPre=" + step_line("clone"))
-        if settings.timeout:
-            props += [f"RuntimeMaxSec={settings.timeout}", f"TimeoutStartSec={settings.timeout}"]  # script, clone
-        else:
-            props.append("TimeoutStartSec=infinity")
         if settings.sandbox != "relaxed":
             props += STRICT
             if self.ip_filters:
-                props.append("IPAddressDeny=localhost")  # the API and anything else on loopback (needs cgroup v2 BPF)
+                props.append(DENY_LOOPBACK)
         return props
 
     async def run(self, job: JobSpec, files: JobFiles, log: JobLog) -> Outcome:
-        argv = ["systemd-run", f"--unit={unit_name(job['id'])}", "--collect", "--quiet", "--no-block",
-                f"--slice={SLICE}"]  # fmt: skip
-        for prop in self.properties(job, files):
-            argv += ["--property", prop]
-        rc, out = await output(*argv, "--", "/bin/sh", "-c", 'exec /bin/sh "$CREDENTIALS_DIRECTORY/job.sh" run')
-        if rc != 0:
-            await log.write([f"pieter: systemd-run failed: {out}".encode()])
+        try:
+            await self.manager.start_transient(unit_name(job["id"]), self.properties(job, files))
+        except SystemdError as e:
+            await log.write([f"pieter: systemd could not start the job's unit: {e}".encode()])
             return Outcome(Result.ERROR)
         return await self.follow(job["id"], log)
 
@@ -147,16 +191,17 @@ class SystemdRunner:
 
     async def find_invocation(self, unit: str, started: float | None) -> str:
         """The id of the unit's run: from systemd while it is loaded, else from the journal."""
-        if await unit_state(unit):
-            return await unit_property(unit, "InvocationID")
+        if await self.manager.unit_state(unit):
+            return await self.manager.invocation(unit)
         return await asyncio.to_thread(first_invocation, unit, started - 1) if started else ""
 
     async def cancel(self, job_id: int) -> None:
         """Stop the unit: systemd kills its whole cgroup, leftovers.py whatever escaped; its collector still
         completes the log."""
-        rc, out = await output("systemctl", "stop", "--no-block", unit_name(job_id))
-        if rc != 0:
-            logger.warning("job %s: systemctl stop failed: %s", job_id, out)
+        try:
+            await self.manager.stop(unit_name(job_id))
+        except SystemdError as e:  # gone meanwhile, say
+            logger.warning("job %s: stopping its unit failed: %s", job_id, e)
 
     def owns(self, job_id: int, pid: int, uid: int) -> bool:
         """A process running as the unit's dynamic user: only the unit's processes do, and systemd gave that user
@@ -190,12 +235,12 @@ class Following:
             logger.warning("job %s: Redis unavailable (%s); following resumes when it is back", self.job_id, e)
             await asyncio.sleep(1.0)
             return None
-        except Exception:  # the journal: the collector still completes the log; start afresh
-            logger.exception("job %s: following its journal failed; starting again", self.job_id)
+        except Exception:  # the journal, the bus: the collector still completes the log; start afresh
+            logger.exception("job %s: following its journal or unit failed; starting again", self.job_id)
             self.close()
             await asyncio.sleep(POLL)
             return None
-        if copied or await unit_state(self.unit) in ACTIVE:
+        if copied or await self.runner.manager.unit_state(self.unit) in ACTIVE:
             self.stopped_since = None
             return None
         self.stopped_since = self.stopped_since or time.monotonic()
@@ -233,6 +278,6 @@ class Following:
             self.follower = None
 
 
-def step_line(step: str) -> str:
-    """The Exec line of a step of job.sh, from the unit's credentials."""
-    return exec_line(["/bin/sh", "-c", f'exec /bin/sh "$CREDENTIALS_DIRECTORY/job.sh" {step}'])
+def step_argv(step: str) -> list[str]:
+    """A step of job.sh, from the unit's credentials (systemd expands the variable as sh would)."""
+    return ["/bin/sh", "-c", f'exec /bin/sh "$CREDENTIALS_DIRECTORY/job.sh" {step}']
