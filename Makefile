@@ -9,12 +9,8 @@ RUN_STATE := /var/tmp/pieter-ci-run-$(shell printf %s "$(CURDIR)" | md5sum | cut
 # Debian packages used from the system (the venv sees them through --system-site-packages).
 APT_PACKAGES := redis-server git httpie python3-venv python3-redis python3-systemd python3-uvloop \
 	python3-httptools python3-websockets python3-aiofiles python3-multidict python3-ujson \
-<<<<<<< HEAD
-	python3-typing-extensions python3-hiredis systemd-container openssh-server \
+	python3-typing-extensions python3-hiredis python3-dbus-next dbus systemd-container openssh-server \
 	python3-prometheus-client chromium chromium-driver python3-selenium
-=======
-	python3-typing-extensions python3-hiredis python3-dbus-next dbus systemd-container openssh-server
->>>>>>> main
 export PATH := /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$(PATH)
 
 .PHONY: run test deps venv lint typecheck clean
