@@ -892,7 +892,10 @@ def test_env_values_reach_the_script_exactly(base, label):
     assert record <= added, "the job's record and its log"
     assert {f"{P}jobs", f"{P}jobs:repo:demo", f"{P}jobs:state:success"} <= changed, "the indexes"
     assert {f"{P}job:next", f"{P}repo:demo", f"{P}scenario:demo:env.sh"} <= changed, "the id and the latest_job"
-    for key in (added | changed) - record - {f"{P}job:next", f"{P}repo:demo", f"{P}scenario:demo:env.sh"}:
+    assert f"{P}events" in added | changed, "the pages' event stream gets the job's changes"
+    kept = {f"{P}job:next", f"{P}repo:demo", f"{P}scenario:demo:env.sh", f"{P}events"}
+    stats = {key for key in added | changed if key.startswith(f"{P}stats:")}  # /metrics' counters, kept in Redis
+    for key in (added | changed) - record - kept - stats:
         # nothing else but indexes that hold the new job (store.py may add some: each must name the job)
         assert key.startswith(P + "jobs") and (job["id"] in {int(m) for m, _ in after[key.encode()]}), key
     assert base.db.hget(f"{P}repo:demo", "latest_job") == str(job["id"]).encode()

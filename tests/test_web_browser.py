@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -42,7 +42,9 @@ def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WebDrive
 
 
 def until(driver: WebDriver, check: Callable[[WebDriver], object], timeout: float = 15, what: str = "") -> object:
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(check, what)
+    # an element read while the page navigates is stale: that round does not count, the next one reads the new page
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException])
+    return wait.until(check, what)
 
 
 def log_lines(driver: WebDriver) -> list[str]:
