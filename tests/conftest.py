@@ -67,6 +67,8 @@ def snapshot(client: redis.Redis) -> dict[bytes, object]:
             dump[key] = client.get(key)
         elif kind == b"hash":
             dump[key] = client.hgetall(key)
+        elif kind == b"zset" and key.endswith(b"hosts:seen"):
+            dump[key] = client.zrange(key, 0, -1)  # a host's score is its last beat (every 15 s), not a request's write
         elif kind == b"zset":
             dump[key] = client.zrange(key, 0, -1, withscores=True)
         elif kind == b"list":
