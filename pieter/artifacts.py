@@ -3,7 +3,7 @@ PIETER_ARTIFACTS_MAX_BYTES when it ends.
 
 The running job owns its artifacts directory and may swap any name in it for a link at any moment, so nothing
 here follows a link, and a file is served from the descriptor that was checked, never opened again by name.
-Everything here blocks: call it off the event loop.
+Everything here but `any_left` blocks: call it off the event loop.
 """
 
 import os
@@ -24,6 +24,15 @@ def listing(files: JobFiles) -> list[dict[str, Any]]:
             if path.is_file() and not path.is_symlink():
                 found.append({"path": str(path.relative_to(root)), "size": path.stat().st_size})
     return sorted(found, key=lambda a: a["path"])
+
+
+def any_left(files: JobFiles) -> bool:
+    """Whether the job left any artifact (one read of the dir, cheap enough for the event loop)."""
+    try:
+        with os.scandir(files.artifacts) as entries:
+            return any(True for _ in entries)
+    except OSError:  # none made (systemd's unit makes the dir)
+        return False
 
 
 def remove_if_over(files: JobFiles, limit: int) -> int:

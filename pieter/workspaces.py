@@ -29,12 +29,16 @@ def job_files(state_dir: Path, job_id: int) -> JobFiles:
     return JobFiles(*(state_dir / kind / str(job_id) for kind in ("jobs", "workspaces", "artifacts", "handoff")))
 
 
+def left_behind(files: JobFiles) -> bool:
+    """Whether an earlier job of the same id left anything on disk (ids restart after a Redis reset)."""
+    return any(os.path.lexists(path) for path in (files.job_dir, files.workspace, files.artifacts, files.handoff))
+
+
 def make(state_dir: Path, job_id: int, make_workspace: bool) -> JobFiles:
     """A new, empty job directory (mode 0700) and, unless the runner's unit makes them (systemd's
-    StateDirectory=), an empty workspace and artifacts directory. Whatever an earlier job of the same id left
-    goes first: ids restart after a Redis reset."""
+    StateDirectory=), an empty workspace and artifacts directory. What an earlier job of the same id left must be
+    gone first (`left_behind`, `remove_all`): it is refused here, not merged."""
     files = job_files(state_dir, job_id)
-    remove_all(state_dir, job_id)
     files.job_dir.mkdir(parents=True, mode=0o700)
     for path in (files.workspace, files.artifacts):
         path.parent.mkdir(parents=True, exist_ok=True)

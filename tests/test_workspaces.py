@@ -47,3 +47,15 @@ def test_remove_takes_a_stale_handoff_socket(tmp_path):
         listener.bind(str(files.handoff))  # what a killed server leaves
     workspaces.remove_all(tmp_path, 3)
     assert not files.handoff.exists()
+
+
+def test_an_earlier_jobs_files_are_found_and_never_merged_into(files, tmp_path):
+    """Ids restart after a Redis reset: what job 7 left is found, `make` refuses it, and once removed a new job 7
+    starts empty."""
+    assert workspaces.left_behind(files) and artifacts.any_left(files)
+    with pytest.raises(FileExistsError):
+        workspaces.make(tmp_path, 7, make_workspace=True)
+    workspaces.remove_all(tmp_path, 7)
+    assert not workspaces.left_behind(files)
+    made = workspaces.make(tmp_path, 7, make_workspace=True)
+    assert made.job_dir.is_dir() and not artifacts.any_left(made) and not any(made.workspace.iterdir())
